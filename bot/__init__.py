@@ -1,0 +1,1 @@
+"""argo-chatops: run Argo Workflows from Slack."""

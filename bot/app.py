@@ -1,0 +1,166 @@
+"""The app factory: builds every client from Settings and wires the routes."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+
+from bot.poller import Poller
+from bot.runs import RunService
+from bot.settings import Settings
+from bot.slack import SlackMessenger, build_web_client
+from bot.storage import S3Storage
+from bot.store import Store
+from bot.tasks import BackgroundTasks
+from handlers import events
+from handlers.commands import CommandHandler
+from handlers.hooks import HookHandler
+from workflows.client import ArgoClient
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+@dataclass
+class Services:
+    """Every collaborator of one running service, built once by the factory."""
+
+    settings: Settings
+    store: Store
+    storage: S3Storage
+    argo: ArgoClient
+    slack: SlackMessenger
+    runs: RunService
+    tasks: BackgroundTasks
+    poller: Poller
+    bolt: AsyncApp
+    hooks: HookHandler
+
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICES = web.AppKey("services", Services)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_services)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_post("/slack/events", slack_events)
+    app.router.add_post("/hooks/argo", argo_hook)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    instance_id = f"{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=settings.argo_timeout_seconds),
+        raise_for_status=False,
+    )
+    store = Store.from_url(settings.database_url)
+    storage = S3Storage(
+        bucket=settings.s3_bucket,
+        endpoint_url=str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None,
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        region=settings.s3_region,
+    )
+    tasks = BackgroundTasks()
+    poller: Poller | None = None
+    try:
+        await store.migrate()
+        await storage.open()
+        web_client = build_web_client(
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=str(settings.slack_api_url),
+            session=session,
+        )
+        slack = SlackMessenger(web_client, session)
+        argo = ArgoClient(
+            base_url=settings.argo_base_url,
+            namespace=settings.argo_namespace,
+            token=settings.argo_token.get_secret_value(),
+            session=session,
+            verify_tls=settings.argo_verify_tls,
+        )
+        runs = RunService(
+            settings=settings,
+            argo=argo,
+            slack=slack,
+            storage=storage,
+            store=store,
+            tasks=tasks,
+            instance_id=instance_id,
+        )
+        bolt = AsyncApp(
+            client=web_client,
+            signing_secret=settings.slack_signing_secret.get_secret_value(),
+            # Listeners only parse, ack and hand work to background tasks, so running them
+            # before the response goes out sends the ack as soon as `ack()` returns.
+            process_before_response=True,
+            logger=logging.getLogger("slack_bolt"),
+        )
+        CommandHandler(
+            command=settings.slack_command, runs=runs, slack=slack, tasks=tasks
+        ).register(bolt)
+        events.register(bolt)
+        poller = Poller(runs, settings.poll_interval_seconds)
+        app[SERVICES] = Services(
+            settings=settings,
+            store=store,
+            storage=storage,
+            argo=argo,
+            slack=slack,
+            runs=runs,
+            tasks=tasks,
+            poller=poller,
+            bolt=bolt,
+            hooks=HookHandler(runs=runs, webhook_secret=settings.webhook_secret.get_secret_value()),
+        )
+        poller.start()
+        logger.info("argo-chatops ready", extra={"instance": instance_id})
+        yield
+    finally:
+        if poller is not None:
+            poller.shutdown()
+        await tasks.close()
+        await storage.close()
+        await store.close()
+        await session.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app.get(SERVICES)
+    if services is None:
+        return web.json_response({"status": "starting"}, status=503)
+    try:
+        await services.store.ping()
+    except Exception:
+        logger.warning("database unreachable", exc_info=True)
+        return web.json_response({"status": "database unreachable"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def slack_events(request: web.Request) -> web.Response:
+    bolt = request.app[SERVICES].bolt
+    bolt_response = await bolt.async_dispatch(await to_bolt_request(request))
+    return await to_aiohttp_response(bolt_response)
+
+
+async def argo_hook(request: web.Request) -> web.Response:
+    return await request.app[SERVICES].hooks.handle(request)

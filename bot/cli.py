@@ -1,0 +1,65 @@
+"""`argo-chatops`: the only place that reads the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from bot.settings import Settings, describe_validation_error
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="argo-chatops", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the service on HOST:PORT")
+    demo = commands.add_parser(
+        "demo", help="run one /argo run end to end against local stand-ins and print the thread"
+    )
+    demo.add_argument("--template", default="csv-summary")
+    demo.add_argument("--text", default='rows=12 title="Demo numbers"', help="parameters")
+    commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
+    arguments = parser.parse_args(argv)
+
+    if arguments.command == "demo":
+        from bot.demo import run_demo
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return asyncio.run(run_demo(template=arguments.template, parameters=arguments.text))
+
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # read from the environment
+    except ValidationError as error:
+        print(describe_validation_error(error), file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if arguments.command == "migrate":
+        return asyncio.run(_migrate(settings))
+
+    from bot.app import create_app
+
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from bot.store import Store
+
+    store = Store.from_url(settings.database_url)
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+    print("database schema is current")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""Parse the text after `/argo` (and after a mention) into a command.
+
+Slack sends the text with `&`, `<` and `>` escaped and may turn straight quotes into curly
+ones; both are undone here so that `msg="hello world"` means what the person typed.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+TEMPLATE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_SMART_QUOTES = str.maketrans(
+    {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'"}
+)
+_SLACK_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|[^>]*)?>")
+
+
+class CommandError(ValueError):
+    """The command text cannot be understood; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    template: str
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    unknown_verb: str | None = None
+
+
+Command = RunCommand | HelpCommand
+
+
+def unescape_slack(text: str) -> str:
+    text = _SLACK_LINK.sub(r"\1", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def parse_command(text: str) -> Command:
+    words = _split(text)
+    if not words or words[0].lower() in ("help", "-h", "--help"):
+        return HelpCommand()
+    verb, rest = words[0].lower(), words[1:]
+    if verb == "run":
+        return _parse_run(rest)
+    return HelpCommand(unknown_verb=words[0])
+
+
+def _split(text: str) -> list[str]:
+    cleaned = unescape_slack(text.translate(_SMART_QUOTES)).strip()
+    try:
+        return shlex.split(cleaned, posix=True)
+    except ValueError as error:
+        raise CommandError(
+            f"I could not read that command: {error} (check your quotes)."
+        ) from error
+
+
+def _parse_run(words: list[str]) -> RunCommand:
+    if not words:
+        raise CommandError("Which template? Usage: `run <template> [name=value ...]`.")
+    template, assignments = words[0], words[1:]
+    if not TEMPLATE_NAME.match(template):
+        raise CommandError(
+            f"`{template[:80]}` is not a template name (lowercase letters, digits, `-` and `.`)."
+        )
+    parameters: dict[str, str] = {}
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals:
+            raise CommandError(
+                f"`{assignment[:80]}` is not a parameter: write `name=value` "
+                '(quote values with spaces: `msg="hello world"`).'
+            )
+        if not PARAMETER_NAME.match(name):
+            raise CommandError(f"`{name[:80]}` is not a valid parameter name.")
+        if name in parameters:
+            raise CommandError(f"Parameter `{name}` is given twice.")
+        parameters[name] = value
+    return RunCommand(template=template, parameters=parameters)

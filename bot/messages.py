@@ -1,0 +1,194 @@
+"""What people see in Slack: the thread root of a run and its result, as Block Kit.
+
+Pure functions of the domain model, so every message can be rendered and checked
+without a Slack workspace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
+
+from bot.models import Artifact, Phase, TemplateInfo, WorkflowStatus
+
+SECTION_LIMIT = 3000  # characters in one section's text
+MAX_BLOCKS = 50
+_MAX_VALUE_SHOWN = 200
+
+PHASE_ICONS = {
+    Phase.SUCCEEDED: ":white_check_mark:",
+    Phase.FAILED: ":x:",
+    Phase.ERROR: ":warning:",
+}
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    """Text (for notifications and screen readers) plus blocks."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+
+
+def escape(text: str) -> str:
+    """Slack mrkdwn control characters, so user text cannot become links or mentions."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(text: str) -> str:
+    return "`" + escape(text).replace("`", "'") + "`"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown time"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def format_size(size: int | None) -> str:
+    if size is None:
+        return "size unknown"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _parameters_line(parameters: dict[str, str]) -> str | None:
+    if not parameters:
+        return None
+    shown = " ".join(
+        code(f"{name}={_shorten(value, _MAX_VALUE_SHOWN)}") for name, value in parameters.items()
+    )
+    return _shorten("*Parameters:* " + shown, SECTION_LIMIT)
+
+
+def _link(url: str, label: str) -> str:
+    return f"<{url}|{escape(label)}>"
+
+
+def run_root(
+    *,
+    user_id: str,
+    template: str,
+    name: str,
+    parameters: dict[str, str],
+    ui_link: str | None,
+    status: WorkflowStatus | None = None,
+) -> SlackMessage:
+    """The run's thread root: who started what, and (once known) how it ended."""
+    headline = f"<@{user_id}> started *{escape(template)}* → {code(name)}"
+    if status is None:
+        state = ":hourglass_flowing_sand: Running"
+        state_text = "running"
+    else:
+        icon = PHASE_ICONS.get(status.phase, ":grey_question:")
+        state = f"{icon} {status.phase.value} in {format_duration(status.duration_seconds)}"
+        state_text = f"{status.phase.value.lower()} in {format_duration(status.duration_seconds)}"
+    blocks: list[Any] = [SectionBlock(text=MarkdownTextObject(text=headline))]
+    parameters_line = _parameters_line(parameters)
+    if parameters_line:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=parameters_line)))
+    context = [state]
+    if ui_link:
+        context.append(_link(ui_link, "Open in Argo"))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=" · ".join(context))]))
+    text = f"{template} run {name} started by <@{user_id}>: {state_text}"
+    return SlackMessage(text=text, blocks=[block.to_dict() for block in blocks])
+
+
+def run_result(
+    status: WorkflowStatus,
+    artifacts: Sequence[Artifact],
+    *,
+    ui_link: str | None,
+) -> SlackMessage:
+    """The reply posted into the run's thread when it is over."""
+    icon = PHASE_ICONS.get(status.phase, ":grey_question:")
+    duration = format_duration(status.duration_seconds)
+    verb = {Phase.SUCCEEDED: "succeeded", Phase.FAILED: "failed", Phase.ERROR: "ended in error"}
+    outcome = verb.get(status.phase, status.phase.value.lower() or "ended")
+    headline = f"{icon} {code(status.name)} *{outcome}* after {duration}"
+    blocks: list[Any] = [SectionBlock(text=MarkdownTextObject(text=headline))]
+
+    if status.phase is not Phase.SUCCEEDED:
+        problem = []
+        for step in status.failed_steps[:5]:
+            line = f"*Failed step:* {code(step.name)}"
+            if step.message:
+                line += f"\n> {escape(_shorten(step.message, 500))}"
+            problem.append(line)
+        if status.message:
+            problem.append(f"*Message:* {escape(_shorten(status.message, 500))}")
+        if problem:
+            blocks.append(
+                SectionBlock(
+                    text=MarkdownTextObject(text=_shorten("\n".join(problem), SECTION_LIMIT))
+                )
+            )
+
+    for section in _artifact_sections(artifacts, budget=MAX_BLOCKS - len(blocks) - 1):
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=section)))
+
+    if ui_link:
+        blocks.append(
+            ContextBlock(elements=[MarkdownTextObject(text=_link(ui_link, "Open in Argo"))])
+        )
+    fallback = f"{status.name} {outcome} after {duration}"
+    if artifacts:
+        fallback += f", {len(artifacts)} artifact(s)"
+    return SlackMessage(text=fallback, blocks=[block.to_dict() for block in blocks])
+
+
+def _artifact_line(artifact: Artifact) -> str:
+    where = f"{artifact.step} · {artifact.name}"
+    if artifact.url:
+        link = _link(artifact.url, artifact.file_name)
+        return f"• {link} — {format_size(artifact.size)} ({escape(where)})"
+    reason = "not found in storage" if artifact.size is None else "no link"
+    return f"• {code(artifact.file_name)} — {reason} ({escape(where)})"
+
+
+def _artifact_sections(artifacts: Sequence[Artifact], *, budget: int) -> list[str]:
+    """Artifact links packed into as few sections as Slack's per-section limit allows."""
+    if not artifacts or budget <= 0:
+        return []
+    sections: list[str] = []
+    current = "*Artifacts*"
+    for index, artifact in enumerate(artifacts):
+        line = _artifact_line(artifact)
+        if len(current) + 1 + len(line) > SECTION_LIMIT:
+            if len(sections) + 1 >= budget:
+                remaining = len(artifacts) - index
+                current += f"\n…and {remaining} more"
+                break
+            sections.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    sections.append(current)
+    return sections
+
+
+def command_error(message: str) -> str:
+    return f":warning: {message}"
+
+
+def unknown_template(name: str, available: Sequence[TemplateInfo]) -> str:
+    names = ", ".join(code(t.name) for t in available) or "none"
+    return f"There is no workflow template {code(name)}. Available templates: {names}."

@@ -1,0 +1,156 @@
+"""The domain model shared by commands, buttons, hooks and the poller.
+
+Raw Slack and Argo payloads are translated into these types at the edges.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Phase(enum.StrEnum):
+    """Argo's workflow phases ("" until the controller picks a workflow up)."""
+
+    UNKNOWN = ""
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ERROR = "Error"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ERROR)
+
+    @classmethod
+    def parse(cls, value: object) -> Phase:
+        try:
+            return cls(value or "")
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class RunState(enum.StrEnum):
+    """Where a run is in the bot's own life cycle (not Argo's phase)."""
+
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    ANNOUNCED = "announced"
+    REJECTED = "rejected"  # Argo refused the workflow: nothing was created
+
+
+class ParameterSpec(BaseModel):
+    """A parameter a WorkflowTemplate declares in spec.arguments.parameters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    default: str | None = None
+    enum: tuple[str, ...] = ()
+    description: str | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+class TemplateInfo(BaseModel):
+    """What the bot needs to know about a WorkflowTemplate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str | None = None
+    parameters: tuple[ParameterSpec, ...] = ()
+    input_artifacts: tuple[str, ...] = ()
+
+    def parameter(self, name: str) -> ParameterSpec | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+class SlackOrigin(BaseModel):
+    """Who asked for a run, and where its thread lives."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    channel_id: str
+    team_id: str | None = None
+    response_url: str | None = None
+
+
+class RunRequest(BaseModel):
+    """A validated-enough request to start a run; the run service validates the rest."""
+
+    model_config = ConfigDict(frozen=True)
+
+    template: str
+    parameters: dict[str, str] = Field(default_factory=dict)
+    origin: SlackOrigin
+
+
+class Run(BaseModel):
+    """A workflow the bot started, as the store keeps it."""
+
+    name: str
+    namespace: str
+    template: str
+    parameters: dict[str, str] = Field(default_factory=dict)
+    user_id: str
+    channel_id: str
+    thread_ts: str | None = None
+    state: RunState = RunState.SUBMITTING
+    phase: Phase = Phase.UNKNOWN
+    created_at: datetime
+    finished_at: datetime | None = None
+    announced_at: datetime | None = None
+
+
+class Artifact(BaseModel):
+    """An output artifact of a finished run, with a link people can open."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    step: str
+    key: str
+    bucket: str
+    size: int | None = None
+    url: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+class FailedStep(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    message: str | None = None
+
+
+class WorkflowStatus(BaseModel):
+    """Argo's view of one workflow, translated from the REST payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    namespace: str
+    phase: Phase
+    completed: bool
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str | None = None
+    progress: str | None = None
+    failed_steps: tuple[FailedStep, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, (self.finished_at - self.started_at).total_seconds())

@@ -1,0 +1,56 @@
+"""The fallback: an APScheduler job that announces finished runs whose hook never came."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.runs import PollReport, RunService
+
+logger = logging.getLogger(__name__)
+
+
+class Poller:
+    def __init__(self, runs: RunService, interval_seconds: float) -> None:
+        self._runs = runs
+        self._interval = interval_seconds
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self.last_report: PollReport | None = None
+
+    def start(self) -> None:
+        """First cycle at once (runs that ended while the bot was down), then every interval."""
+        self._scheduler.add_job(
+            self.cycle,
+            IntervalTrigger(seconds=self._interval, timezone=UTC),
+            id="poll-argo",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC),
+        )
+        self._scheduler.start()
+
+    async def cycle(self) -> None:
+        started = time.perf_counter()
+        try:
+            report = await self._runs.poll_once()
+        except Exception:
+            logger.exception("poll cycle failed; the next one will try again")
+            return
+        self.last_report = report
+        if report.pending:
+            logger.info(
+                "poll cycle: %d completed listed, %d waiting, %d announced in %.3f s",
+                report.listed,
+                report.pending,
+                report.announced,
+                time.perf_counter() - started,
+            )
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)

@@ -1,0 +1,98 @@
+"""Every setting the service reads, in one validated object.
+
+Only the CLI entry point builds it from the environment; everything else receives it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_PRESIGN_EXPIRY_SECONDS = 7 * 24 * 3600  # S3 SigV4 refuses longer expiries
+
+
+class Settings(BaseSettings):
+    """Configuration of one argo-chatops replica."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # Slack
+    slack_bot_token: SecretStr
+    slack_signing_secret: SecretStr
+    slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+    slack_command: str = Field("/argo", pattern=r"^/[a-z0-9_\-]{1,31}$")
+
+    # Argo Server
+    argo_server_url: AnyHttpUrl
+    argo_token: SecretStr = SecretStr("")
+    argo_namespace: str = Field("argo", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    argo_ui_url: AnyHttpUrl | None = None
+    argo_verify_tls: bool = True
+    argo_notify_template: str = "argo-chatops-notify"
+    argo_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+
+    # S3 / MinIO
+    s3_endpoint_url: AnyHttpUrl | None = None
+    s3_access_key: SecretStr
+    s3_secret_key: SecretStr
+    s3_bucket: str = Field(min_length=3, max_length=63)
+    s3_region: str = "us-east-1"
+
+    # Exit hook
+    public_url: AnyHttpUrl
+    webhook_secret: SecretStr = Field(min_length=16)
+
+    # State and timing
+    database_url: str = "sqlite:///argo-chatops.db"
+    poll_interval_seconds: Annotated[float, Field(ge=1, le=24 * 3600)] = 30.0
+    presign_expiry_seconds: Annotated[int, Field(ge=60, le=MAX_PRESIGN_EXPIRY_SECONDS)] = 86400
+
+    # HTTP server
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=0, le=65535)] = 3000
+    log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+
+    @field_validator("argo_token", mode="after")
+    @classmethod
+    def _strip_bearer_prefix(cls, token: SecretStr) -> SecretStr:
+        """Accept the token with or without the `Bearer ` prefix the Argo CLI prints."""
+        raw = token.get_secret_value().strip()
+        if raw.lower().startswith("bearer "):
+            raw = raw[len("bearer ") :].strip()
+        return SecretStr(raw)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        if not url.startswith(("sqlite://", "postgresql://", "postgres://", "postgresql+")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return url
+
+    @property
+    def hook_url(self) -> str:
+        return str(self.public_url).rstrip("/") + "/hooks/argo"
+
+    @property
+    def argo_base_url(self) -> str:
+        return str(self.argo_server_url).rstrip("/")
+
+    def argo_ui_link(self, namespace: str, name: str) -> str | None:
+        if self.argo_ui_url is None:
+            return None
+        return f"{str(self.argo_ui_url).rstrip('/')}/workflows/{namespace}/{name}"
+
+
+def describe_validation_error(error: Exception) -> str:
+    """One clear line naming the first bad setting (never its value: it may be a secret)."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return str(error)
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(p) for p in item["loc"]).upper() or "settings"
+        message = "is required" if item["type"] == "missing" else item["msg"]
+        parts.append(f"{name} {message}")
+    return "configuration error: " + "; ".join(parts)

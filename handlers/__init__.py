@@ -1,0 +1,1 @@
+"""Thin edges: Slack listeners and the Argo exit-hook endpoint."""

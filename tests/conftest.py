@@ -1,0 +1,255 @@
+"""Fixtures: the service on a real port, driven over HTTP against local stand-ins.
+
+Slack is a fake Web API that records calls, Argo is an emulator that validates every
+manifest against the published schema and runs exit hooks like Argo, and S3 is moto's
+server reached through aiobotocore. PostgreSQL is the server on 127.0.0.1:5432.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bot.app import SERVICES, Services, create_app
+from bot.settings import Settings
+from stand_ins.argo_emulator import ArgoEmulator
+from stand_ins.fake_slack import FakeSlack
+from stand_ins.s3_server import S3Config, S3Server
+from stand_ins.slack_requests import signed, slash_command
+from workflows.manifest import hook_token
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("ARGO_CHATOPS_SHARED", ROOT.parent / "shared"))
+SCHEMA_PATH = SHARED / "argo" / "schema.json"
+TEMPLATES_DIR = ROOT / "workflows" / "templates"
+
+BOT_TOKEN = "xoxb-test-bot-token"
+SIGNING_SECRET = "test-signing-secret-0123456789"
+ARGO_TOKEN = "argo-test-token"
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+_SCRUBBED_PREFIXES = ("AWS_", "SLACK_", "ARGO_", "S3_", "DATABASE_URL", "PUBLIC_URL", "WEBHOOK_")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's AWS/Slack/Argo variables must not change what the tests see."""
+    for name in list(os.environ):
+        if name.startswith(_SCRUBBED_PREFIXES):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server(bucket="argo-artifacts")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> S3Config:
+    return s3_server.config
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack(bot_token=BOT_TOKEN)
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def argo(s3: S3Config) -> AsyncIterator[ArgoEmulator]:
+    emulator = ArgoEmulator(token=ARGO_TOKEN, schema_path=SCHEMA_PATH, s3=s3)
+    emulator.load_templates(TEMPLATES_DIR)
+    await emulator.start()
+    yield emulator
+    await emulator.close()
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        yield from _fresh_postgres_database()
+
+
+def _fresh_postgres_database() -> Iterator[str]:
+    """A database of its own for one test, dropped afterwards."""
+    import asyncpg
+
+    name = f"argo_chatops_{secrets.token_hex(6)}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    yield from _fresh_postgres_database()
+
+
+def make_settings(
+    *,
+    slack: FakeSlack,
+    argo: ArgoEmulator,
+    s3: S3Config,
+    database_url: str,
+    port: int,
+    **overrides: Any,
+) -> Settings:
+    values: dict[str, Any] = {
+        "slack_bot_token": BOT_TOKEN,
+        "slack_signing_secret": SIGNING_SECRET,
+        "slack_api_url": slack.api_url,
+        "argo_server_url": argo.url,
+        "argo_token": f"Bearer {ARGO_TOKEN}",
+        "argo_namespace": "argo",
+        "argo_ui_url": "https://argo.example.test",
+        "s3_endpoint_url": s3.endpoint_url,
+        "s3_access_key": s3.access_key,
+        "s3_secret_key": s3.secret_key,
+        "s3_bucket": s3.bucket,
+        "s3_region": s3.region,
+        "public_url": f"http://127.0.0.1:{port}",
+        "webhook_secret": WEBHOOK_SECRET,
+        "database_url": database_url,
+        "poll_interval_seconds": 3600,
+        "host": "127.0.0.1",
+        "port": port,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@dataclass
+class Bot:
+    """The running service and the ways a user, Slack or Argo reach it."""
+
+    settings: Settings
+    server: TestServer
+    http: aiohttp.ClientSession
+    slack: FakeSlack
+    argo: ArgoEmulator
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url(""))
+
+    @property
+    def services(self) -> Services:
+        return self.server.app[SERVICES]
+
+    async def command(
+        self,
+        text: str,
+        *,
+        user_id: str = "U1",
+        channel_id: str = "C1",
+        timestamp: int | None = None,
+        signing_secret: str = SIGNING_SECRET,
+        response_url: str | None = None,
+    ) -> aiohttp.ClientResponse:
+        body = slash_command(
+            text,
+            command=self.settings.slack_command,
+            user_id=user_id,
+            channel_id=channel_id,
+            response_url=response_url or self.slack.response_url(),
+        )
+        headers = signed(
+            signing_secret,
+            body,
+            content_type="application/x-www-form-urlencoded",
+            timestamp=timestamp,
+        )
+        response = await self.http.post(f"{self.url}slack/events", data=body, headers=headers)
+        await response.read()
+        return response
+
+    async def hook(
+        self, name: str, *, namespace: str = "argo", token: str | None = None, body: Any = None
+    ) -> aiohttp.ClientResponse:
+        if token is None:
+            token = hook_token(WEBHOOK_SECRET, namespace, name)
+        payload = body if body is not None else {"name": name, "namespace": namespace}
+        response = await self.http.post(
+            f"{self.url}hooks/argo",
+            data=json.dumps(payload),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        await response.read()
+        return response
+
+    async def wait_idle(self) -> None:
+        """Background work of the bot and the emulator has settled (hooks, rechecks)."""
+        for _ in range(3):
+            await self.argo.wait_idle()
+            await self.services.tasks.wait_idle()
+
+    async def started_runs(self, count: int, timeout: float = 10.0) -> list[str]:
+        """Names of the workflows created so far, once there are `count` of them."""
+        deadline = time.monotonic() + timeout
+        while len(self.argo.created) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.argo.created)} workflows created, wanted {count}")
+            await asyncio.sleep(0.02)
+        return [manifest["metadata"]["name"] for manifest in self.argo.created]
+
+
+@pytest.fixture
+async def bot_factory(
+    slack: FakeSlack,
+    argo: ArgoEmulator,
+    s3: S3Config,
+    database_url: str,
+    unused_tcp_port_factory: Any,
+) -> AsyncIterator[Any]:
+    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def start(**overrides: Any) -> Bot:
+        port = unused_tcp_port_factory()
+        settings = make_settings(
+            slack=slack, argo=argo, s3=s3, database_url=database_url, port=port, **overrides
+        )
+        server = TestServer(create_app(settings), host="127.0.0.1", port=port)
+        await server.start_server()
+        http = aiohttp.ClientSession()
+        started.append((server, http))
+        return Bot(settings=settings, server=server, http=http, slack=slack, argo=argo)
+
+    yield start
+    for server, http in reversed(started):
+        await http.close()
+        await server.close()
+
+
+@pytest.fixture
+async def bot(bot_factory: Any) -> Bot:
+    return await bot_factory()

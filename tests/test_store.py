@@ -1,0 +1,108 @@
+"""The store on both backends: the announcement claim is atomic and leased."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.models import Phase, Run, RunState
+from bot.store import Store, async_database_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+        store = Store.from_url(url)
+        await store.migrate()
+        yield store
+        await store.close()
+    else:
+        url = request.getfixturevalue("postgres_url")
+        store = Store.from_url(url)
+        await store.migrate()
+        yield store
+        await store.close()
+
+
+def a_run(name: str, minutes_ago: int = 0) -> Run:
+    return Run(
+        name=name,
+        namespace="argo",
+        template="csv-summary",
+        parameters={"rows": "5"},
+        user_id="U1",
+        channel_id="C1",
+        thread_ts="1700000000.000100",
+        created_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+    )
+
+
+async def test_database_urls_map_to_async_drivers() -> None:
+    assert async_database_url("sqlite:///state.db") == "sqlite+aiosqlite:///state.db"
+    assert async_database_url("sqlite:////abs/state.db") == "sqlite+aiosqlite:////abs/state.db"
+    assert (
+        async_database_url("postgresql://u:p@db:5432/chatops")
+        == "postgresql+asyncpg://u:p@db:5432/chatops"
+    )
+
+
+async def test_migrate_twice_is_harmless(store: Store) -> None:
+    await store.migrate()
+    await store.add_run(a_run("r-1"))
+    await store.migrate()
+    assert await store.get_run("r-1") is not None
+
+
+async def test_run_round_trips(store: Store) -> None:
+    await store.add_run(a_run("r-1"))
+    run = await store.get_run("r-1")
+    assert run is not None
+    assert (run.template, run.parameters, run.thread_ts) == ("csv-summary", {"rows": "5"}, "1700000000.000100")
+    assert run.state is RunState.SUBMITTING
+
+
+async def test_only_one_of_many_concurrent_claims_wins(store: Store) -> None:
+    await store.add_run(a_run("r-1"))
+    await store.set_state("r-1", RunState.RUNNING)
+    results = await asyncio.gather(*(store.claim_announcement("r-1", f"replica-{i}", 60) for i in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_an_expired_claim_can_be_taken_over(store: Store) -> None:
+    await store.add_run(a_run("r-1"))
+    await store.set_state("r-1", RunState.RUNNING)
+    assert await store.claim_announcement("r-1", "dead-replica", -1)  # already expired
+    assert await store.claim_announcement("r-1", "live-replica", 60)
+    assert not await store.mark_announced("r-1", "dead-replica", Phase.SUCCEEDED, None)
+    assert await store.mark_announced("r-1", "live-replica", Phase.SUCCEEDED, None)
+    assert not await store.claim_announcement("r-1", "another", 60)
+
+
+async def test_released_claim_is_claimable_again(store: Store) -> None:
+    await store.add_run(a_run("r-1"))
+    await store.set_state("r-1", RunState.RUNNING)
+    assert await store.claim_announcement("r-1", "a", 60)
+    await store.release_claim("r-1", "a")
+    assert await store.claim_announcement("r-1", "b", 60)
+
+
+async def test_unannounced_runs_are_found_in_one_query(store: Store) -> None:
+    for index in range(3):
+        await store.add_run(a_run(f"r-{index}", minutes_ago=index))
+        await store.set_state(f"r-{index}", RunState.RUNNING)
+    await store.add_run(a_run("never-submitted", minutes_ago=30))
+    oldest = await store.oldest_unannounced()
+    assert oldest is not None
+    assert datetime.now(UTC) - oldest > timedelta(minutes=1, seconds=50)
+    names = [f"r-{i}" for i in range(3)] + ["unknown"] + [f"x-{i}" for i in range(1200)]
+    assert await store.unannounced_among(names) == {"r-0", "r-1", "r-2"}
+
+
+async def test_slack_events_are_remembered_once(store: Store) -> None:
+    assert await store.remember_event("Ev1")
+    assert not await store.remember_event("Ev1")
+    assert await store.remember_event("Ev2")
