@@ -115,7 +115,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             command=settings.slack_command, runs=runs, slack=slack, tasks=tasks
         ).register(bolt)
         events.register(bolt)
-        poller = Poller(runs, settings.poll_interval_seconds)
+        poller = Poller(runs, tasks, settings.poll_interval_seconds)
         app[SERVICES] = Services(
             settings=settings,
             store=store,

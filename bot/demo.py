@@ -9,6 +9,7 @@ see it, and downloads an artifact through its presigned link to prove the link w
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import socket
@@ -73,6 +74,7 @@ async def run_demo(*, template: str, parameters: str, out: Any = sys.stdout) -> 
     s3_server = S3Server(bucket="argo-artifacts")
     say("Starting the stand-ins: fake Slack, Argo Server emulator, S3 (moto)…")
     s3 = await asyncio.to_thread(s3_server.start)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto logs every S3 request
     slack = FakeSlack(bot_token=bot_token)
     argo = ArgoEmulator(token=argo_token, schema_path=schema_path(), s3=s3)
     argo.load_templates(templates_path())
@@ -180,9 +182,13 @@ async def _show_thread(slack: Any, http: aiohttp.ClientSession, say: Any) -> int
         say(f"\nGET presigned link for {name}: HTTP {download.status}, {len(content)} bytes")
         if download.status != 200:
             return 1
-        if name.endswith((".md", ".json", ".csv", ".txt")):
-            for line in content.decode(errors="replace").splitlines()[:12]:
+        if name.endswith((".md", ".markdown", ".json", ".csv", ".txt")):
+            lines = content.decode(errors="replace").splitlines()
+            shown = 5 if name.endswith(".csv") else 25
+            for line in lines[:shown]:
                 say(f"    {line}")
+            if len(lines) > shown:
+                say(f"    … {len(lines) - shown} more lines")
     return 0
 
 

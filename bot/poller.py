@@ -10,13 +10,18 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.runs import PollReport, RunService
+from bot.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)
 
 
 class Poller:
-    def __init__(self, runs: RunService, interval_seconds: float) -> None:
+    """Schedules poll cycles; each cycle runs as a tracked task so shutdown can let it finish."""
+
+    def __init__(self, runs: RunService, tasks: BackgroundTasks, interval_seconds: float) -> None:
         self._runs = runs
+        self._tasks = tasks
+        self._cycle_running = False
         self._interval = interval_seconds
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self.last_report: PollReport | None = None
@@ -24,7 +29,7 @@ class Poller:
     def start(self) -> None:
         """First cycle at once (runs that ended while the bot was down), then every interval."""
         self._scheduler.add_job(
-            self.cycle,
+            self._start_cycle,
             IntervalTrigger(seconds=self._interval, timezone=UTC),
             id="poll-argo",
             max_instances=1,
@@ -34,13 +39,20 @@ class Poller:
         )
         self._scheduler.start()
 
+    async def _start_cycle(self) -> None:
+        if not self._cycle_running:
+            self._tasks.spawn(self.cycle(), name="poll-cycle")
+
     async def cycle(self) -> None:
+        self._cycle_running = True
         started = time.perf_counter()
         try:
             report = await self._runs.poll_once()
         except Exception:
             logger.exception("poll cycle failed; the next one will try again")
             return
+        finally:
+            self._cycle_running = False
         self.last_report = report
         if report.pending:
             logger.info(

@@ -11,7 +11,6 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -85,7 +84,6 @@ class RunService:
         store: Store,
         tasks: BackgroundTasks,
         instance_id: str,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
         self._argo = argo
@@ -94,7 +92,6 @@ class RunService:
         self._store = store
         self._tasks = tasks
         self._instance_id = instance_id
-        self._sleep = sleep
         self._templates: dict[str, tuple[float, TemplateInfo]] = {}
         self._following: set[str] = set()
 
@@ -213,7 +210,8 @@ class RunService:
     async def _follow(self, name: str) -> None:
         try:
             for delay in HOOK_RECHECK_DELAYS:
-                await self._sleep(delay)
+                if not await self._tasks.sleep(delay):
+                    return  # shutting down: the poller of this or another replica takes over
                 try:
                     outcome = await self.finish(name)
                 except (ArgoError, SlackError, StorageError) as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -15,10 +16,21 @@ class BackgroundTasks:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._closing = False
+        self._closing = asyncio.Event()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep, but wake up at once when shutdown begins; False means stop working."""
+        if seconds > 0 and not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+        return not self._closing.is_set()
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any] | None:
-        if self._closing:
+        if self._closing.is_set():
             coroutine.close()
             logger.warning("shutting down: not starting %s", name)
             return None
@@ -44,7 +56,8 @@ class BackgroundTasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self, grace_seconds: float = 10.0) -> None:
-        self._closing = True
+        """Stop taking work, let work in flight finish (up to a grace period), cancel the rest."""
+        self._closing.set()
         if not self._tasks:
             return
         _, pending = await asyncio.wait(list(self._tasks), timeout=grace_seconds)

@@ -51,13 +51,13 @@ class CommandHandler:
         try:
             parsed = parse_command(command.get("text", ""))
         except CommandError as error:
-            await ack(text=command_error(str(error)))
+            await ack(text=command_error(str(error)), response_type="ephemeral")
             return
         if isinstance(parsed, HelpCommand):
             prefix = ""
             if parsed.unknown_verb:
                 prefix = f"I don't know {code(parsed.unknown_verb[:40])}.\n"
-            await ack(text=prefix + help_text(self._command))
+            await ack(text=prefix + help_text(self._command), response_type="ephemeral")
             return
         assert isinstance(parsed, RunCommand)
         origin = SlackOrigin(
@@ -66,7 +66,10 @@ class CommandHandler:
             team_id=command.get("team_id"),
             response_url=command.get("response_url"),
         )
-        await ack(text=f":hourglass_flowing_sand: Starting {code(parsed.template)}…")
+        await ack(
+            text=f":hourglass_flowing_sand: Starting {code(parsed.template)}…",
+            response_type="ephemeral",
+        )
         request = RunRequest(template=parsed.template, parameters=parsed.parameters, origin=origin)
         self._tasks.spawn(self._start(request), name=f"start:{parsed.template}")
 

@@ -11,6 +11,7 @@ same buckets. ``start()`` and ``stop()`` therefore empty this server's bucket, s
 objects never leak into the next.
 """
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -78,6 +79,7 @@ class S3Server:
             raise RuntimeError("S3Server is already started")
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
         host, port = server.get_host_and_port()
         self._server = server
         self._config = S3Config(

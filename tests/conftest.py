@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,11 @@ WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 _SCRUBBED_PREFIXES = ("AWS_", "SLACK_", "ARGO_", "S3_", "DATABASE_URL", "PUBLIC_URL", "WEBHOOK_")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quiet_s3_server_logs() -> None:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 @pytest.fixture(autouse=True)
@@ -104,10 +111,15 @@ def _fresh_postgres_database() -> Iterator[str]:
         finally:
             await connection.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    def run(statement: str) -> None:
+        # Its own thread and loop: this runs inside async fixtures and tests too.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, admin(statement)).result()
+
+    run(f'CREATE DATABASE "{name}"')
     base = POSTGRES_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -148,6 +160,29 @@ def make_settings(
     return Settings(_env_file=None, **values)
 
 
+@dataclass(frozen=True)
+class CommandResponse:
+    """Slack's view of the service's answer to a slash command."""
+
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return str(self.body.get("text", ""))
+
+
+def _ack_body(text: str) -> dict[str, Any]:
+    """Bolt answers `ack(text=...)` as plain text and richer acks as JSON; Slack takes both."""
+    if not text:
+        return {}
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return {"text": text}
+    return body if isinstance(body, dict) else {"text": text}
+
+
 @dataclass
 class Bot:
     """The running service and the ways a user, Slack or Argo reach it."""
@@ -160,7 +195,7 @@ class Bot:
 
     @property
     def url(self) -> str:
-        return str(self.server.make_url(""))
+        return str(self.server.make_url("/"))
 
     @property
     def services(self) -> Services:
@@ -175,7 +210,7 @@ class Bot:
         timestamp: int | None = None,
         signing_secret: str = SIGNING_SECRET,
         response_url: str | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> CommandResponse:
         body = slash_command(
             text,
             command=self.settings.slack_command,
@@ -189,9 +224,11 @@ class Bot:
             content_type="application/x-www-form-urlencoded",
             timestamp=timestamp,
         )
-        response = await self.http.post(f"{self.url}slack/events", data=body, headers=headers)
-        await response.read()
-        return response
+        async with self.http.post(
+            f"{self.url}slack/events", data=body, headers=headers
+        ) as response:
+            text = await response.text()
+        return CommandResponse(status=response.status, body=_ack_body(text))
 
     async def hook(
         self, name: str, *, namespace: str = "argo", token: str | None = None, body: Any = None
@@ -213,7 +250,7 @@ class Bot:
             await self.argo.wait_idle()
             await self.services.tasks.wait_idle()
 
-    async def started_runs(self, count: int, timeout: float = 10.0) -> list[str]:
+    async def started_runs(self, count: int, timeout: float = 10.0) -> list[str]:  # noqa: ASYNC109
         """Names of the workflows created so far, once there are `count` of them."""
         deadline = time.monotonic() + timeout
         while len(self.argo.created) < count:

@@ -16,7 +16,10 @@ from bot.commands import CommandError, HelpCommand, RunCommand, parse_command
         ("run csv-summary msg='single quoted'", {"msg": "single quoted"}),
         ("run csv-summary msg=\u201ccurly quotes\u201d", {"msg": "curly quotes"}),
         ("run csv-summary expr=a&lt;b&amp;c&gt;d", {"expr": "a<b&c>d"}),
-        ("run csv-summary url=<https://example.com/x|example.com/x>", {"url": "https://example.com/x"}),
+        (
+            "run csv-summary url=<https://example.com/x|example.com/x>",
+            {"url": "https://example.com/x"},
+        ),
         ("run csv-summary empty=", {"empty": ""}),
         ("run csv-summary eq=a=b", {"eq": "a=b"}),
         ("  RUN   csv-summary   rows=5  ", {"rows": "5"}),

@@ -12,8 +12,12 @@ from workflows.manifest import hook_token
 
 
 def announcements(bot: Bot) -> list:
-    """Every result the bot posted into a run's thread."""
-    return [call for call in bot.slack.calls_to("chat.postMessage") if call.args.get("thread_ts")]
+    """Every result the bot posted into a run's thread (and Slack accepted)."""
+    return [
+        call
+        for call in bot.slack.calls_to("chat.postMessage")
+        if call.args.get("thread_ts") and call.ok
+    ]
 
 
 async def start_runs(bot: Bot, count: int, text: str = "run csv-summary rows=3") -> list[str]:
@@ -94,7 +98,9 @@ async def test_poll_cycle_costs_one_list_call_however_many_runs_are_tracked(bot:
 
     report = await bot.services.runs.poll_once()
 
-    lists = [r for r in bot.argo.requests if r.method == "GET" and r.path == "/api/v1/workflows/argo"]
+    lists = [
+        r for r in bot.argo.requests if r.method == "GET" and r.path == "/api/v1/workflows/argo"
+    ]
     assert len(lists) == 1
     assert "workflows.argoproj.io/completed=true" in lists[0].query["listOptions.labelSelector"]
     assert "argo-chatops/managed=true" in lists[0].query["listOptions.labelSelector"]
@@ -153,7 +159,9 @@ async def test_hook_token_is_checked(bot: Bot, token: str | None, status: int) -
 async def test_token_of_another_workflow_is_refused(bot: Bot) -> None:
     bot.argo.auto_run = False
     first, second = await start_runs(bot, 2)
-    response = await bot.hook(first, token=hook_token("test-webhook-secret-0123456789", "argo", second))
+    response = await bot.hook(
+        first, token=hook_token("test-webhook-secret-0123456789", "argo", second)
+    )
     assert response.status == 401
 
 
@@ -178,7 +186,5 @@ async def test_malformed_hook_bodies_are_400(bot: Bot, body: object) -> None:
 
 
 async def test_oversized_hook_body_is_refused(bot: Bot) -> None:
-    response = await bot.http.post(
-        f"{bot.url}hooks/argo", data=b"{" + b" " * (200 * 1024) + b"}"
-    )
+    response = await bot.http.post(f"{bot.url}hooks/argo", data=b"{" + b" " * (200 * 1024) + b"}")
     assert response.status == 413

@@ -35,7 +35,9 @@ def test_defaults_are_what_the_readme_promises() -> None:
     assert settings.hook_url == "https://bot.example.com/hooks/argo"
 
 
-@pytest.mark.parametrize("token", ["Bearer abc.def", "bearer abc.def", "abc.def", " Bearer  abc.def "])
+@pytest.mark.parametrize(
+    "token", ["Bearer abc.def", "bearer abc.def", "abc.def", " Bearer  abc.def "]
+)
 def test_argo_token_with_or_without_bearer_prefix(token: str) -> None:
     settings = Settings(_env_file=None, **REQUIRED, argo_token=token)
     assert settings.argo_token.get_secret_value() == "abc.def"

@@ -61,14 +61,20 @@ async def test_run_round_trips(store: Store) -> None:
     await store.add_run(a_run("r-1"))
     run = await store.get_run("r-1")
     assert run is not None
-    assert (run.template, run.parameters, run.thread_ts) == ("csv-summary", {"rows": "5"}, "1700000000.000100")
+    assert (run.template, run.parameters, run.thread_ts) == (
+        "csv-summary",
+        {"rows": "5"},
+        "1700000000.000100",
+    )
     assert run.state is RunState.SUBMITTING
 
 
 async def test_only_one_of_many_concurrent_claims_wins(store: Store) -> None:
     await store.add_run(a_run("r-1"))
     await store.set_state("r-1", RunState.RUNNING)
-    results = await asyncio.gather(*(store.claim_announcement("r-1", f"replica-{i}", 60) for i in range(20)))
+    results = await asyncio.gather(
+        *(store.claim_announcement("r-1", f"replica-{i}", 60) for i in range(20))
+    )
     assert results.count(True) == 1
 
 

@@ -156,7 +156,7 @@ class ArgoClient:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(ArgoUnavailable),
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=2.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
             reraise=True,
         )
         async for attempt in retrying:

@@ -1,0 +1,1 @@
+"""The Argo side of argo-chatops: the REST client, Workflow manifests and shipped templates."""
