@@ -33,7 +33,7 @@ from workflows.manifest import hook_token
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ARGO_CHATOPS_SHARED", ROOT.parent / "shared"))
-SCHEMA_PATH = SHARED / "argo" / "schema.json"
+SCHEMA_PATH = ROOT / "stand_ins" / "schema" / "argo-workflows-schema.json"
 TEMPLATES_DIR = ROOT / "workflows" / "templates"
 
 BOT_TOKEN = "xoxb-test-bot-token"
@@ -90,7 +90,7 @@ async def argo(s3: S3Config) -> AsyncIterator[ArgoEmulator]:
     await emulator.close()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.db'}"

@@ -74,3 +74,13 @@ def test_serve_without_configuration_stops_with_one_clear_line(tmp_path) -> None
     assert len(lines) == 1
     assert lines[0].startswith("configuration error: SLACK_SIGNING_SECRET is required")
     assert "xoxb-secret-value" not in result.stderr
+
+
+def test_the_vendored_argo_schema_is_the_shared_reference() -> None:
+    """The demo ships a copy of Argo's schema; it must not drift from the reference."""
+    from bot.demo import schema_path
+    from tests.conftest import SHARED
+
+    reference = SHARED / "argo" / "schema.json"
+    assert reference.exists(), f"the shared reference material is missing at {reference}"
+    assert schema_path().read_bytes() == reference.read_bytes()
