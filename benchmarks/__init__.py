@@ -1,0 +1,1 @@
+"""Benchmarks run by hand (not in CI): each figure beside its floor, measured in the same run."""
