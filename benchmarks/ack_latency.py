@@ -59,8 +59,12 @@ async def main(count: int, argo_latency: float) -> list[tuple[str, dict[str, flo
     config = stand_ins.start()
     rows: list[tuple[str, dict[str, float]]] = []
     try:
+        # Slack gives every command its own response_url, usable five times: one shared URL
+        # would answer 404 from the sixth run on and add a fallback chat.postEphemeral each.
+        base = config["response_url"].rsplit("/", 1)[0]
         requests = [
-            command_request("run csv-summary rows=3", config["response_url"]) for _ in range(count)
+            command_request("run csv-summary rows=3", f"{base}/ack-{index}")
+            for index in range(count)
         ]
         with tempfile.TemporaryDirectory() as state:
             service = ServiceProcess(config, database_url=f"sqlite:///{Path(state) / 'bench.db'}")

@@ -106,6 +106,8 @@ class ServiceProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # The entry point; benchmarks/variants.py runs the same service with a proposed change.
+    module: str = "bot.cli"
 
     @property
     def url(self) -> str:
@@ -134,7 +136,7 @@ class ServiceProcess:
         started = time.perf_counter()
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve"],
+            [sys.executable, "-m", self.module, "serve"],
             cwd=ROOT,
             env=self.environment(),
             stdout=log,

@@ -13,16 +13,27 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
+from bot import logging_setup, socket_mode
+from bot.file_runs import FileRunService
+from bot.lifecycle import LifecycleService
+from bot.metrics import METRICS, Metrics, metrics_endpoint
 from bot.poller import Poller
+from bot.progress import ProgressRefresher
+from bot.routes import load_routes
 from bot.runs import RunService
 from bot.settings import Settings
 from bot.slack import SlackMessenger, build_web_client
 from bot.storage import S3Storage
 from bot.store import Store
 from bot.tasks import BackgroundTasks
+from bot.uploads import InputRelay
 from handlers import events
+from handlers.actions import RunButtons
 from handlers.commands import CommandHandler
+from handlers.files import FileEventHandler
 from handlers.hooks import HookHandler
+from handlers.lifecycle import LifecycleCommands
+from handlers.modals import RunFormHandler
 from workflows.client import ArgoClient
 
 logger = logging.getLogger(__name__)
@@ -44,6 +55,11 @@ class Services:
     poller: Poller
     bolt: AsyncApp
     hooks: HookHandler
+    lifecycle: LifecycleService
+    progress: ProgressRefresher
+    # Shared counters and timings; e.g. `services.metrics.upload_bytes.inc(n)` for file uploads.
+    metrics: Metrics
+    draining: bool = False
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -53,20 +69,30 @@ SERVICES = web.AppKey("services", Services)
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_services)
+    app.on_shutdown.append(_start_draining)
+    app.cleanup_ctx.append(_socket_mode)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_post("/slack/events", slack_events)
     app.router.add_post("/hooks/argo", argo_hook)
+    app.router.add_get("/metrics", metrics_endpoint)
     return app
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    metrics = app[METRICS]
     instance_id = f"{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=settings.argo_timeout_seconds),
         raise_for_status=False,
+        trace_configs=[
+            metrics.http_trace(
+                slack_api_url=str(settings.slack_api_url), argo_url=settings.argo_base_url
+            )
+        ],
     )
     store = Store.from_url(settings.database_url)
     storage = S3Storage(
@@ -78,9 +104,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     tasks = BackgroundTasks()
     poller: Poller | None = None
+    progress: ProgressRefresher | None = None
     try:
         await store.migrate()
         await storage.open()
+        metrics.instrument_s3(storage.client.meta.events)
         web_client = build_web_client(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=str(settings.slack_api_url),
@@ -102,6 +130,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             store=store,
             tasks=tasks,
             instance_id=instance_id,
+            metrics=metrics,
+            relay=InputRelay(
+                session=session,
+                storage=storage,
+                bot_token=settings.slack_bot_token.get_secret_value(),
+                file_hosts=settings.slack_file_hosts,
+                max_bytes=settings.max_upload_bytes,
+                count_bytes=metrics.upload_bytes.inc,
+            ),
         )
         bolt = AsyncApp(
             client=web_client,
@@ -111,11 +148,47 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             process_before_response=True,
             logger=logging.getLogger("slack_bolt"),
         )
-        CommandHandler(
-            command=settings.slack_command, runs=runs, slack=slack, tasks=tasks
-        ).register(bolt)
+        logging_setup.register(bolt)
+        progress = ProgressRefresher(
+            settings=settings,
+            argo=argo,
+            slack=slack,
+            store=store,
+            tasks=tasks,
+            instance_id=instance_id,
+        )
+        lifecycle = LifecycleService(
+            settings=settings,
+            argo=argo,
+            slack=slack,
+            store=store,
+            runs=runs,
+            progress=progress,
+            instance_id=instance_id,
+        )
+        form = RunFormHandler(runs=runs, slack=slack, max_upload_bytes=settings.max_upload_bytes)
+        commands = CommandHandler(
+            command=settings.slack_command,
+            runs=runs,
+            slack=slack,
+            tasks=tasks,
+            metrics=metrics,
+            form=form,
+            lifecycle=LifecycleCommands(lifecycle=lifecycle, slack=slack, tasks=tasks),
+        )
+        commands.register(bolt)
+        RunButtons(lifecycle=lifecycle, slack=slack, tasks=tasks).register(bolt)
+        form.register(bolt, start=commands.start_with_inputs)
+        file_runs = FileRunService(
+            runs=runs,
+            slack=slack,
+            store=store,
+            tasks=tasks,
+            drop_zones=load_routes(settings.routes_file),
+        )
+        FileEventHandler(file_runs).register(bolt)
         events.register(bolt)
-        poller = Poller(runs, tasks, settings.poll_interval_seconds)
+        poller = Poller(runs, tasks, settings.poll_interval_seconds, metrics=metrics)
         app[SERVICES] = Services(
             settings=settings,
             store=store,
@@ -127,17 +200,42 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             poller=poller,
             bolt=bolt,
             hooks=HookHandler(runs=runs, webhook_secret=settings.webhook_secret.get_secret_value()),
+            lifecycle=lifecycle,
+            progress=progress,
+            metrics=metrics,
         )
         poller.start()
+        progress.start()
         logger.info("argo-chatops ready", extra={"instance": instance_id})
         yield
     finally:
         if poller is not None:
             poller.shutdown()
+        if progress is not None:
+            progress.shutdown()
         await tasks.close()
         await storage.close()
         await store.close()
         await session.close()
+
+
+async def _start_draining(app: web.Application) -> None:
+    """SIGTERM: report not-ready and take no new background work; cleanup drains the rest."""
+    services = app.get(SERVICES)
+    if services is not None:
+        services.draining = True
+        services.tasks.stop_accepting()
+
+
+async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
+    """With SLACK_APP_TOKEN, Slack traffic also arrives over a Socket Mode connection."""
+    services = app[SERVICES]
+    token = services.settings.slack_app_token
+    if token is None:
+        yield
+        return
+    async with socket_mode.connected(services.bolt, token.get_secret_value()):
+        yield
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -148,6 +246,8 @@ async def readyz(request: web.Request) -> web.Response:
     services = request.app.get(SERVICES)
     if services is None:
         return web.json_response({"status": "starting"}, status=503)
+    if services.draining:
+        return web.json_response({"status": "draining"}, status=503)
     try:
         await services.store.ping()
     except Exception:

@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--template", default="csv-summary")
     demo.add_argument("--text", default='rows=12 title="Demo numbers"', help="parameters")
     commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
+    commands.add_parser(
+        "check", help="try every configured connection, print one row each; non-zero on failure"
+    )
     arguments = parser.parse_args(argv)
 
     if arguments.command == "demo":
@@ -36,12 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:
         print(describe_validation_error(error), file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from bot.logging_setup import configure_logging
+
+    configure_logging(settings)
     if arguments.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if arguments.command == "check":
+        from bot.check import check_command
+
+        return asyncio.run(check_command(settings, sys.stdout))
 
     from bot.app import create_app
 

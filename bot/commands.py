@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from typing import Literal, cast
+
+from bot.models import RunAction
 
 TEMPLATE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
@@ -33,7 +36,42 @@ class HelpCommand:
     unknown_verb: str | None = None
 
 
-Command = RunCommand | HelpCommand
+@dataclass(frozen=True)
+class TemplatesCommand:
+    pass
+
+
+ListScope = Literal["mine", "all"]
+ListPhase = Literal["running", "failed", "succeeded"]
+
+
+@dataclass(frozen=True)
+class ListCommand:
+    scope: ListScope = "all"
+    phase: ListPhase | None = None
+
+
+@dataclass(frozen=True)
+class StatusCommand:
+    workflow: str
+
+
+@dataclass(frozen=True)
+class LogsCommand:
+    workflow: str
+    step: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionCommand:
+    """stop, terminate, retry or resubmit one workflow."""
+
+    action: RunAction
+    workflow: str
+
+
+LifecycleCommand = TemplatesCommand | ListCommand | StatusCommand | LogsCommand | ActionCommand
+Command = RunCommand | HelpCommand | LifecycleCommand
 
 
 def unescape_slack(text: str) -> str:
@@ -48,6 +86,8 @@ def parse_command(text: str) -> Command:
     verb, rest = words[0].lower(), words[1:]
     if verb == "run":
         return _parse_run(rest)
+    if verb in _LIFECYCLE_VERBS:
+        return _parse_lifecycle(verb, rest)
     return HelpCommand(unknown_verb=words[0])
 
 
@@ -83,3 +123,56 @@ def _parse_run(words: list[str]) -> RunCommand:
             raise CommandError(f"Parameter `{name}` is given twice.")
         parameters[name] = value
     return RunCommand(template=template, parameters=parameters)
+
+
+_LIFECYCLE_VERBS = ("templates", "list", "status", "logs", *(action.value for action in RunAction))
+_LIST_SCOPES: tuple[ListScope, ...] = ("mine", "all")
+_LIST_PHASES: tuple[ListPhase, ...] = ("running", "failed", "succeeded")
+
+
+def _parse_lifecycle(verb: str, words: list[str]) -> LifecycleCommand:
+    if verb == "templates":
+        _no_more(verb, words)
+        return TemplatesCommand()
+    if verb == "list":
+        return _parse_list(words)
+    if not words:
+        usage = "logs <workflow> [step]" if verb == "logs" else f"{verb} <workflow>"
+        raise CommandError(f"Which workflow? Usage: `{usage}`.")
+    workflow = _workflow_name(words[0])
+    if verb == "logs":
+        _no_more(verb, words[2:])
+        return LogsCommand(workflow=workflow, step=words[1][:253] if len(words) > 1 else None)
+    _no_more(verb, words[1:])
+    if verb == "status":
+        return StatusCommand(workflow=workflow)
+    return ActionCommand(action=RunAction(verb), workflow=workflow)
+
+
+def _parse_list(words: list[str]) -> ListCommand:
+    scope: ListScope = "all"
+    phase: ListPhase | None = None
+    for word in (w.lower() for w in words):
+        if word in _LIST_SCOPES:
+            scope = cast(ListScope, word)
+        elif word in _LIST_PHASES:
+            phase = cast(ListPhase, word)
+        else:
+            raise CommandError(
+                f"`{word[:40]}` is not a list filter. Usage: "
+                "`list [mine|all] [running|failed|succeeded]`."
+            )
+    return ListCommand(scope=scope, phase=phase)
+
+
+def _workflow_name(word: str) -> str:
+    """A workflow name as people paste it: `csv-summary-x7k2p`, with or without backticks."""
+    name = word.strip("`*_ ").lower()
+    if len(name) > 63 or not TEMPLATE_NAME.match(name):
+        raise CommandError(f"`{word[:80]}` is not a workflow name.")
+    return name
+
+
+def _no_more(verb: str, extra: list[str]) -> None:
+    if extra:
+        raise CommandError(f"`{verb}` does not take `{' '.join(extra)[:80]}`. Try `help`.")

@@ -56,6 +56,8 @@ def _render(blocks: list[dict[str, Any]] | None, text: str | None) -> list[str]:
             lines.extend(_plain(block["text"]["text"]).splitlines())
         elif block.get("type") == "context":
             lines.append(" · ".join(_plain(e.get("text", "")) for e in block.get("elements", [])))
+        elif block.get("type") == "actions":
+            lines.append("  ".join(f"[{e['text']['text']}]" for e in block.get("elements", [])))
     return lines
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
 
-from bot.models import Artifact, Phase, TemplateInfo, WorkflowStatus
+from bot import buttons
+from bot.models import Artifact, Phase, RunInput, TemplateInfo, WorkflowStatus
 
 SECTION_LIMIT = 3000  # characters in one section's text
 MAX_BLOCKS = 50
@@ -79,6 +80,18 @@ def _parameters_line(parameters: dict[str, str]) -> str | None:
     return _shorten("*Parameters:* " + shown, SECTION_LIMIT)
 
 
+def _inputs_line(inputs: Sequence[RunInput]) -> str:
+    """`data` ← sales.csv (1.2 KB, sha256 `3f2a9c1e…`): what the run was given, verifiably."""
+    lines = []
+    for item in inputs:
+        line = f"{code(item.artifact)} ← {escape(_shorten(item.file_name, 120))}"
+        if item.size is not None:
+            line += f" ({format_size(item.size)}"
+            line += f", sha256 {code(item.sha256[:12] + '…')})" if item.sha256 else ")"
+        lines.append(line)
+    return _shorten("*Inputs:* " + " · ".join(lines), SECTION_LIMIT)
+
+
 def _link(url: str, label: str) -> str:
     return f"<{url}|{escape(label)}>"
 
@@ -91,11 +104,13 @@ def run_root(
     parameters: dict[str, str],
     ui_link: str | None,
     status: WorkflowStatus | None = None,
+    progress: str | None = None,
+    inputs: Sequence[RunInput] = (),
 ) -> SlackMessage:
-    """The run's thread root: who started what, and (once known) how it ended."""
+    """The run's thread root: who started what, its progress (with Stop), how it ended."""
     headline = f"<@{user_id}> started *{escape(template)}* → {code(name)}"
     if status is None:
-        state = ":hourglass_flowing_sand: Running"
+        state = progress or ":hourglass_flowing_sand: Running"
         state_text = "running"
     else:
         icon = PHASE_ICONS.get(status.phase, ":grey_question:")
@@ -105,12 +120,17 @@ def run_root(
     parameters_line = _parameters_line(parameters)
     if parameters_line:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=parameters_line)))
+    if inputs:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_inputs_line(inputs))))
     context = [state]
     if ui_link:
         context.append(_link(ui_link, "Open in Argo"))
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=" · ".join(context))]))
+    rendered = [block.to_dict() for block in blocks]
+    if status is None:
+        rendered.append(buttons.stop_block(name))
     text = f"{template} run {name} started by <@{user_id}>: {state_text}"
-    return SlackMessage(text=text, blocks=[block.to_dict() for block in blocks])
+    return SlackMessage(text=text, blocks=rendered)
 
 
 def run_result(
@@ -118,13 +138,22 @@ def run_result(
     artifacts: Sequence[Artifact],
     *,
     ui_link: str | None,
+    user_id: str | None = None,
+    with_buttons: bool = False,
 ) -> SlackMessage:
-    """The reply posted into the run's thread when it is over."""
+    """The reply posted into the run's thread when it is over.
+
+    `user_id` is mentioned when the run did not succeed, so the person who started it hears
+    of it; `with_buttons` adds Logs, Retry, Resubmit and Open in Argo.
+    """
     icon = PHASE_ICONS.get(status.phase, ":grey_question:")
     duration = format_duration(status.duration_seconds)
     verb = {Phase.SUCCEEDED: "succeeded", Phase.FAILED: "failed", Phase.ERROR: "ended in error"}
     outcome = verb.get(status.phase, status.phase.value.lower() or "ended")
     headline = f"{icon} {code(status.name)} *{outcome}* after {duration}"
+    mention = user_id if user_id and status.phase is not Phase.SUCCEEDED else None
+    if mention:
+        headline += f" · <@{mention}>"
     blocks: list[Any] = [SectionBlock(text=MarkdownTextObject(text=headline))]
 
     if status.phase is not Phase.SUCCEEDED:
@@ -146,14 +175,19 @@ def run_result(
     for section in _artifact_sections(artifacts, budget=MAX_BLOCKS - len(blocks) - 1):
         blocks.append(SectionBlock(text=MarkdownTextObject(text=section)))
 
-    if ui_link:
+    if ui_link and not with_buttons:
         blocks.append(
             ContextBlock(elements=[MarkdownTextObject(text=_link(ui_link, "Open in Argo"))])
         )
     fallback = f"{status.name} {outcome} after {duration}"
     if artifacts:
         fallback += f", {len(artifacts)} artifact(s)"
-    return SlackMessage(text=fallback, blocks=[block.to_dict() for block in blocks])
+    if mention:
+        fallback += f" <@{mention}>"
+    rendered = [block.to_dict() for block in blocks]
+    if with_buttons:
+        rendered.append(buttons.result_block(status.name, status.phase, ui_link))
+    return SlackMessage(text=fallback, blocks=rendered)
 
 
 def _artifact_line(artifact: Artifact) -> str:
@@ -183,6 +217,15 @@ def _artifact_sections(artifacts: Sequence[Artifact], *, budget: int) -> list[st
         current = f"{current}\n{line}" if current else line
     sections.append(current)
     return sections
+
+
+def inputs_received(count: int) -> str:
+    return f":inbox_tray: Received {count} file{'s' if count != 1 else ''}, uploading…"
+
+
+def inputs_uploaded(inputs: Sequence[RunInput]) -> str:
+    total = sum(item.size or 0 for item in inputs)
+    return f":outbox_tray: Uploaded {format_size(total)}, submitting…"
 
 
 def command_error(message: str) -> str:

@@ -36,10 +36,21 @@ class Phase(enum.StrEnum):
 class RunState(enum.StrEnum):
     """Where a run is in the bot's own life cycle (not Argo's phase)."""
 
+    UPLOADING = "uploading"  # recorded; its input files are being streamed into S3
     SUBMITTING = "submitting"
     RUNNING = "running"
     ANNOUNCED = "announced"
     REJECTED = "rejected"  # Argo refused the workflow: nothing was created
+    RETRYING = "retrying"  # announced as failed; a retry is being asked of Argo (a lease)
+
+
+class RunAction(enum.StrEnum):
+    """What people can do to a run from Slack, by command or button."""
+
+    STOP = "stop"  # running pods stop, exit handlers still run
+    TERMINATE = "terminate"  # stop at once, exit handlers skipped
+    RETRY = "retry"  # the same workflow re-runs its failed steps
+    RESUBMIT = "resubmit"  # a new run of the same template and parameters
 
 
 class ParameterSpec(BaseModel):
@@ -92,6 +103,19 @@ class RunRequest(BaseModel):
     origin: SlackOrigin
 
 
+class RunInput(BaseModel):
+    """A file from Slack that became one of a run's input artifacts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    artifact: str
+    file_name: str  # as the person named it (shown, never used as a key)
+    key: str  # sessions/<workflow>/inputs/<safe name>
+    slack_file_id: str = ""
+    size: int | None = None  # known once uploaded
+    sha256: str | None = None
+
+
 class Run(BaseModel):
     """A workflow the bot started, as the store keeps it."""
 
@@ -102,6 +126,10 @@ class Run(BaseModel):
     user_id: str
     channel_id: str
     thread_ts: str | None = None
+    # The bot's own message that shows the run's state (edited as it goes): the thread root,
+    # or a reply when the thread is a person's message (file drops, mentions).
+    root_ts: str | None = None
+    inputs: tuple[RunInput, ...] = ()
     state: RunState = RunState.SUBMITTING
     phase: Phase = Phase.UNKNOWN
     created_at: datetime
@@ -133,6 +161,32 @@ class FailedStep(BaseModel):
     message: str | None = None
 
 
+class StepStatus(BaseModel):
+    """One step (a pod) of a workflow: what is running, what failed, where its log is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # the node's displayName, e.g. `summarize`
+    phase: str  # node phases include Skipped and Omitted, which are no workflow phase
+    pod_name: str | None = None
+    message: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ("Pending", "Running")
+
+
+class LogLine(BaseModel):
+    """One line of a pod's main container log, as Argo streams it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    content: str
+    pod_name: str = ""
+
+
 class WorkflowStatus(BaseModel):
     """Argo's view of one workflow, translated from the REST payload."""
 
@@ -148,6 +202,11 @@ class WorkflowStatus(BaseModel):
     progress: str | None = None
     failed_steps: tuple[FailedStep, ...] = ()
     artifacts: tuple[Artifact, ...] = ()
+    steps: tuple[StepStatus, ...] = ()
+
+    @property
+    def running_steps(self) -> tuple[StepStatus, ...]:
+        return tuple(step for step in self.steps if step.active)
 
     @property
     def duration_seconds(self) -> float | None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.metrics import Metrics
 from bot.runs import PollReport, RunService
 from bot.tasks import BackgroundTasks
 
@@ -18,8 +19,16 @@ logger = logging.getLogger(__name__)
 class Poller:
     """Schedules poll cycles; each cycle runs as a tracked task so shutdown can let it finish."""
 
-    def __init__(self, runs: RunService, tasks: BackgroundTasks, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        runs: RunService,
+        tasks: BackgroundTasks,
+        interval_seconds: float,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._runs = runs
+        self._metrics = metrics or Metrics()
         self._tasks = tasks
         self._cycle_running = False
         self._interval = interval_seconds
@@ -48,11 +57,15 @@ class Poller:
         started = time.perf_counter()
         try:
             report = await self._runs.poll_once()
+            self._metrics.runs_tracked.set(await self._runs.waiting_runs())
         except Exception:
+            self._metrics.poll_cycle.labels(outcome="failed").observe(time.perf_counter() - started)
             logger.exception("poll cycle failed; the next one will try again")
             return
         finally:
             self._cycle_running = False
+        self._metrics.poll_cycle.labels(outcome="ok").observe(time.perf_counter() - started)
+        self._metrics.poll_announced.inc(report.announced)
         self.last_report = report
         if report.pending:
             logger.info(

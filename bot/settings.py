@@ -5,10 +5,14 @@ Only the CLI entry point builds it from the environment; everything else receive
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.routes import load_routes
+from bot.slack_files import FileHosts
 
 MAX_PRESIGN_EXPIRY_SECONDS = 7 * 24 * 3600  # S3 SigV4 refuses longer expiries
 
@@ -23,6 +27,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr
     slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
     slack_command: str = Field("/argo", pattern=r"^/[a-z0-9_\-]{1,31}$")
+    # Socket Mode: an app-level token (xapp-…, scope connections:write) makes the bot open a
+    # WebSocket to Slack instead of waiting for Slack's HTTP requests.
+    slack_app_token: SecretStr | None = None
 
     # Argo Server
     argo_server_url: AnyHttpUrl
@@ -47,12 +54,22 @@ class Settings(BaseSettings):
     # State and timing
     database_url: str = "sqlite:///argo-chatops.db"
     poll_interval_seconds: Annotated[float, Field(ge=1, le=24 * 3600)] = 30.0
+    # How often running runs' thread roots are refreshed (one Argo list call per cycle).
+    progress_interval_seconds: Annotated[float, Field(ge=1, le=3600)] = 5.0
     presign_expiry_seconds: Annotated[int, Field(ge=60, le=MAX_PRESIGN_EXPIRY_SECONDS)] = 86400
+
+    # Files from Slack (mentions with files, drop zones, the run modal)
+    # Hosts that may receive the bot token to download a file: `host` (https only) or `host:port`.
+    slack_file_hosts: Annotated[FileHosts, NoDecode] = FileHosts.parse(["files.slack.com"])
+    max_upload_bytes: Annotated[int, Field(gt=0)] = 1024**3
+    # YAML: channel → template, default parameters, allowed file types (see bot/routes.py).
+    routes_file: Path | None = None
 
     # HTTP server
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 3000
     log_level: str = Field("INFO", pattern=r"^(?i:debug|info|warning|error|critical)$")
+    log_format: Literal["json", "text"] = "json"
 
     @field_validator("argo_token", mode="after")
     @classmethod
@@ -62,6 +79,30 @@ class Settings(BaseSettings):
         if raw.lower().startswith("bearer "):
             raw = raw[len("bearer ") :].strip()
         return SecretStr(raw)
+
+    @field_validator("slack_app_token", "routes_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty value, as in a copied .env, means unset: `SLACK_APP_TOKEN=` is HTTP mode,
+        not a bad token; `ROUTES_FILE=` is no drop zones, not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("slack_file_hosts", mode="before")
+    @classmethod
+    def _parse_file_hosts(cls, value: object) -> object:
+        """A comma-separated list in the environment, a list or FileHosts in code."""
+        if isinstance(value, str):
+            value = [item for item in value.split(",") if item.strip()]
+        if isinstance(value, list | tuple):
+            return FileHosts.parse(str(item) for item in value)
+        return value
+
+    @field_validator("routes_file", mode="after")
+    @classmethod
+    def _routes_file_is_valid(cls, path: Path | None) -> Path | None:
+        """Validated at start-up, so a typo stops the service instead of the first drop."""
+        load_routes(path)
+        return path
 
     @field_validator("database_url")
     @classmethod

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -21,6 +22,14 @@ logger = logging.getLogger(__name__)
 
 class SlackError(Exception):
     """Slack refused a call or could not be reached (the message never names the token)."""
+
+
+def slack_error_code(error: SlackApiError) -> str:
+    """Slack's error code (`channel_not_found`), or the HTTP status when the body is not JSON."""
+    data = getattr(error.response, "data", None)
+    if isinstance(data, dict) and data.get("error"):
+        return str(data["error"])
+    return f"HTTP {getattr(error.response, 'status_code', '?')}"
 
 
 def build_web_client(
@@ -54,7 +63,7 @@ class SlackMessenger:
             "chat.postMessage",
             channel=channel,
             text=message.text,
-            blocks=message.blocks,
+            blocks=message.blocks or None,
             thread_ts=thread_ts,
             unfurl_links=False,
             unfurl_media=False,
@@ -63,28 +72,104 @@ class SlackMessenger:
 
     async def update(self, channel: str, ts: str, message: SlackMessage) -> None:
         await self._call(
-            "chat.update", channel=channel, ts=ts, text=message.text, blocks=message.blocks
+            "chat.update", channel=channel, ts=ts, text=message.text, blocks=message.blocks or None
         )
 
     async def delete(self, channel: str, ts: str) -> None:
         await self._call("chat.delete", channel=channel, ts=ts)
 
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
+        """views.open: the trigger id lives about 3 s and opens one view."""
+        await self._call("views.open", trigger_id=trigger_id, view=view)
+
+    async def file_info(self, file_id: str) -> dict[str, Any]:
+        """files.info (a GET, as Slack wants it): the full object of a Slack Connect share."""
+        try:
+            response = await self.client.files_info(file=file_id)
+        except SlackApiError as error:
+            raise SlackError(f"Slack files.info failed: {slack_error_code(error)}") from error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise SlackError(f"Slack files.info unreachable: {error.__class__.__name__}") from error
+        found = response.get("file")
+        return dict(found) if isinstance(found, dict) else {}
+
     async def tell_user(
-        self, *, user_id: str, channel_id: str, text: str, response_url: str | None
+        self,
+        *,
+        user_id: str,
+        channel_id: str,
+        text: str,
+        response_url: str | None,
+        blocks: list[dict] | None = None,
     ) -> None:
         """A private answer: through the command's response_url, else an ephemeral message."""
         if response_url:
             webhook = AsyncWebhookClient(response_url, session=self._session, timeout=10)
             try:
                 result = await webhook.send(
-                    text=text, response_type="ephemeral", replace_original=True
+                    text=text, blocks=blocks, response_type="ephemeral", replace_original=True
                 )
                 if result.status_code == 200:
                     return
                 logger.warning("response_url answered HTTP %s", result.status_code)
             except (aiohttp.ClientError, TimeoutError):
                 logger.warning("response_url unreachable; falling back to an ephemeral message")
-        await self._call("chat.postEphemeral", channel=channel_id, user=user_id, text=text)
+        await self._call(
+            "chat.postEphemeral", channel=channel_id, user=user_id, text=text, blocks=blocks
+        )
+
+    async def ephemeral(
+        self, channel: str, user_id: str, message: SlackMessage, *, thread_ts: str | None = None
+    ) -> None:
+        """A message only `user_id` sees, e.g. the answer to a button, in the button's thread."""
+        await self._call(
+            "chat.postEphemeral",
+            channel=channel,
+            user=user_id,
+            text=message.text,
+            blocks=message.blocks or None,
+            thread_ts=thread_ts,
+        )
+
+    async def permalink(self, channel: str, ts: str) -> str | None:
+        """A link to a message (a run's thread root), or None when Slack gives none."""
+        try:
+            response = await self.client.chat_getPermalink(channel=channel, message_ts=ts)
+        except (SlackApiError, aiohttp.ClientError, TimeoutError):
+            logger.warning("no permalink for a message in %s", channel, exc_info=True)
+            return None
+        link = response.get("permalink")
+        return link if isinstance(link, str) else None
+
+    async def upload(
+        self,
+        channel: str,
+        *,
+        thread_ts: str | None,
+        filename: str,
+        content: bytes,
+        title: str,
+        comment: str | None = None,
+    ) -> None:
+        """Share a file in a thread: files.getUploadURLExternal, the upload, then
+        files.completeUploadExternal (slack-sdk's files_upload_v2)."""
+        try:
+            await self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                filename=filename,
+                content=content,
+                title=title,
+                initial_comment=comment,
+            )
+        except SlackApiError as error:
+            raise SlackError(f"Slack file upload failed: {slack_error_code(error)}") from error
+        except SlackRequestError as error:
+            raise SlackError("Slack file upload failed: the upload URL refused the file") from error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise SlackError(
+                f"Slack file upload unreachable: {error.__class__.__name__}"
+            ) from error
 
     async def _call(self, method: str, **arguments: object) -> dict:
         try:
@@ -92,9 +177,7 @@ class SlackMessenger:
                 method, json={k: v for k, v in arguments.items() if v is not None}
             )
         except SlackApiError as error:
-            raise SlackError(
-                f"Slack {method} failed: {error.response.get('error', 'error')}"
-            ) from error
+            raise SlackError(f"Slack {method} failed: {slack_error_code(error)}") from error
         except (aiohttp.ClientError, TimeoutError) as error:
             raise SlackError(f"Slack {method} unreachable: {error.__class__.__name__}") from error
         return dict(response.data) if isinstance(response.data, dict) else {}

@@ -55,6 +55,10 @@ class BackgroundTasks:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def stop_accepting(self) -> None:
+        """Refuse new work and wake sleepers; what is running keeps running."""
+        self._closing.set()
+
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Stop taking work, let work in flight finish (up to a grace period), cancel the rest."""
         self._closing.set()

@@ -64,8 +64,16 @@ def control_app(slack: FakeSlack, argo: ArgoEmulator) -> web.Application:
         ]
         phase = body.get("phase", "Succeeded")
         run_hook = bool(body.get("run_hook", True))
+        # Optional output files for every run: {step: {file name: text}}, written to S3.
+        artifacts = {
+            step: {file: str(text).encode() for file, text in files.items()}
+            for step, files in (body.get("artifacts") or {}).items()
+        }
         await asyncio.gather(
-            *(argo.complete(name, phase, run_hook=run_hook) for name in names),
+            *(
+                argo.complete(name, phase, run_hook=run_hook, artifacts=artifacts)
+                for name in names
+            ),
             return_exceptions=True,
         )
         return web.json_response({"completed": len(names)})
@@ -97,6 +105,26 @@ def control_app(slack: FakeSlack, argo: ArgoEmulator) -> web.Application:
             }
         )
 
+    async def slack_calls(request: web.Request) -> web.Response:
+        """Web API calls from index `since` on (optionally one `method`), with their times."""
+        since = int(request.query.get("since", 0))
+        method = request.query.get("method")
+        return web.json_response(
+            [
+                {
+                    "index": index,
+                    "method": call.method,
+                    "at": call.at,
+                    "ok": call.ok,
+                    "channel": call.args.get("channel"),
+                    "thread_ts": call.args.get("thread_ts"),
+                    "text": str(call.args.get("text") or ""),
+                }
+                for index, call in enumerate(slack.calls[since:], start=since)
+                if method is None or call.method == method
+            ]
+        )
+
     async def reset_counters(request: web.Request) -> web.Response:
         argo.requests.clear()
         return web.json_response({"ok": True})
@@ -107,6 +135,7 @@ def control_app(slack: FakeSlack, argo: ArgoEmulator) -> web.Application:
     app.router.add_post("/argo/complete", argo_complete)
     app.router.add_post("/reset", reset_counters)
     app.router.add_get("/summary", summary)
+    app.router.add_get("/slack/calls", slack_calls)
     return app
 
 

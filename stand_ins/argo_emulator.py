@@ -28,6 +28,7 @@ import tarfile
 import tempfile
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +61,8 @@ PHASE_LABEL = "workflows.argoproj.io/phase"
 COMPLETED_LABEL = "workflows.argoproj.io/completed"
 TEMPLATE_LABEL = "workflows.argoproj.io/workflow-template"
 CLUSTER_TEMPLATE_LABEL = "workflows.argoproj.io/cluster-workflow-template"
+WORKFLOW_ARCHIVING_LABEL = "workflows.argoproj.io/workflow-archiving-status"
+RESUBMITTED_FROM_LABEL = "workflows.argoproj.io/resubmitted-from-workflow"
 
 COMPLETED_PHASES = frozenset({"Succeeded", "Failed", "Error"})
 UNSUCCESSFUL_PHASES = frozenset({"Failed", "Error"})
@@ -111,6 +114,15 @@ class HookCall:
     status: int | None
     response_body: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One line a step's main container wrote (stdout, then stderr), for the log endpoint."""
+
+    pod: str
+    content: str
+    time: str
 
 
 @dataclass
@@ -591,6 +603,10 @@ class _Execution:
     globals: dict[str, str]
     workdir: Path
     started: datetime
+    # How many identical requests each `http` node sends: >1 (or 0) only inside the exit hook.
+    http_copies: int = 1
+    # A retry: the Pod nodes that succeeded before, by node name; they are not run again.
+    retained: dict[str, Json] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -624,6 +640,16 @@ class ArgoEmulator:
         self.script_timeout = SCRIPT_TIMEOUT_SECONDS
         # What http templates read through `valueFrom.secretKeyRef`: name -> key -> value.
         self.secrets: dict[str, dict[str, str]] = {}
+        # Keep new workflows in phase Pending until `release(name)` or `run(name)`.
+        self.hold_pending = False
+        # The main-container log of every executed script step: workflow -> lines in order.
+        self.logs: dict[str, list[LogRecord]] = {}
+        # When set, every log stream ends with an error chunk carrying this message.
+        self.log_stream_error: str | None = None
+        # > 0: stop/terminate answer at once (spec.shutdown set, still Running) and the
+        # workflow stops this many seconds later, as with a real controller. 0: they answer
+        # once the workflow has stopped.
+        self.shutdown_delay = 0.0
 
         self.requests: list[RecordedRequest] = []
         self.created: list[Json] = []
@@ -642,6 +668,8 @@ class ArgoEmulator:
         self._s3_client: Any = None
         self._exit_stack = contextlib.AsyncExitStack()
         self._tmp_root: Path | None = None
+        self._step_gates: dict[str, asyncio.Event] = {}
+        self._retained: dict[str, dict[str, Json]] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -785,6 +813,95 @@ class ArgoEmulator:
         task = self._start_run(name, self._stop_and_finish(name, message))
         await self._outcome(task)
 
+    def release(self, name: str) -> None:
+        """Start a workflow held in Pending (`hold_pending`), in the background."""
+        wf = self._workflow(name)
+        task = self._runs.get(name)
+        if not self._completed(wf) and (task is None or task.done()):
+            self._start_run(name, self._execute_workflow(name))
+
+    def hold_step(self, display_name: str) -> None:
+        """Steps with this display name start (phase Running) and then wait for release_step."""
+        self._step_gates.setdefault(display_name, asyncio.Event())
+
+    def release_step(self, display_name: str) -> None:
+        gate = self._step_gates.pop(display_name, None)
+        if gate is not None:
+            gate.set()
+
+    async def retry(self, name: str) -> None:
+        """`argo retry`: a Failed or Error workflow runs again; its succeeded pods are kept.
+
+        Like the controller: failed nodes and the exit handler's nodes are dropped (the exit
+        hook runs again at the end), the completed label goes back to false, the phase to
+        Running, and `spec.shutdown` is cleared.
+        """
+        wf = self._workflow(name)
+        phase = wf["status"].get("phase")
+        if phase not in UNSUCCESSFUL_PHASES:
+            raise ValueError(f"Cannot retry a workflow in phase {phase}")
+        await self._cancel_run(name)
+        retained = {
+            node["name"]: node
+            for node in (wf["status"].get("nodes") or {}).values()
+            if node.get("type") == "Pod"
+            and node.get("phase") == "Succeeded"
+            and not (node.get("nodeFlag") or {}).get("hooked")
+            and not node["name"].startswith(f"{name}.onExit")
+        }
+        kept_pods = {
+            _pod_name(name, node.get("templateName", ""), node["name"])
+            for node in retained.values()
+        }
+        self.logs[name] = [record for record in self.logs.get(name, []) if record.pod in kept_pods]
+        wf["spec"].pop("shutdown", None)
+        status = wf["status"]
+        status["nodes"] = {}
+        status["finishedAt"] = None
+        for key in ("message", "conditions"):
+            status.pop(key, None)
+        wf["metadata"].setdefault("labels", {})[COMPLETED_LABEL] = "false"
+        self._set_phase(wf, "Running")
+        self._retained[name] = retained
+        if self.auto_run:
+            self._start_run(name, self._execute_workflow(name))
+
+    def resubmit(self, name: str) -> Json:
+        """`argo resubmit`: a new Workflow with the old spec, user labels and annotations.
+
+        As in FormulateResubmitWorkflow: generateName `<name>-`, the spec carried over as it
+        is (exit-hook arguments included), `shutdown` cleared, every label but the
+        controller's copied, plus `workflows.argoproj.io/resubmitted-from-workflow`.
+        """
+        old = self._workflow(name)
+        dropped = {PHASE_LABEL, COMPLETED_LABEL, WORKFLOW_ARCHIVING_LABEL}
+        labels = {
+            key: value
+            for key, value in (old["metadata"].get("labels") or {}).items()
+            if key not in dropped and not key.startswith("workflows.argoproj.io/creator")
+        }
+        labels[RESUBMITTED_FROM_LABEL] = name
+        spec = copy.deepcopy(old["spec"])
+        spec.pop("shutdown", None)
+        manifest = {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {
+                "generateName": f"{name}-",
+                "labels": labels,
+                "annotations": copy.deepcopy(old["metadata"].get("annotations") or {}),
+            },
+            "spec": spec,
+        }
+        stored = self._new_object(manifest, self.namespace, kind="Workflow")
+        stored["status"] = {"startedAt": None, "finishedAt": None}
+        new_name = stored["metadata"]["name"]
+        self.workflows[new_name] = stored
+        self._set_phase(stored, "Pending")
+        if self.auto_run and not self.hold_pending:
+            self._start_run(new_name, self._execute_workflow(new_name))
+        return stored
+
     async def wait_idle(self, timeout: float = 10) -> None:  # noqa: ASYNC109 (the public API)
         """Wait until every background execution (and its hooks) has finished."""
         async with asyncio.timeout(timeout):
@@ -823,6 +940,9 @@ class ArgoEmulator:
         app.router.add_delete(ns + "/{name}", self._handle_delete_workflow)
         app.router.add_put(ns + "/{name}/terminate", self._handle_terminate)
         app.router.add_put(ns + "/{name}/stop", self._handle_stop)
+        app.router.add_put(ns + "/{name}/retry", self._handle_retry)
+        app.router.add_put(ns + "/{name}/resubmit", self._handle_resubmit)
+        app.router.add_get(ns + "/{name}/log", self._handle_log)
         app.router.add_get(templates, self._handle_list_templates)
         app.router.add_post(templates, self._handle_create_template)
         app.router.add_get(templates + "/{name}", self._handle_get_template)
@@ -954,7 +1074,9 @@ class ArgoEmulator:
         self.workflows[name] = stored
         self.created.append(received)
         self._set_phase(stored, "Pending")
-        if self.auto_run:
+        if self.hold_pending:
+            pass  # stays Pending until release() or run()
+        elif self.auto_run:
             self._start_run(name, self._execute_workflow(name))
         else:
             self._begin(stored)
@@ -1010,18 +1132,110 @@ class ArgoEmulator:
         return web.json_response({})
 
     async def _handle_terminate(self, request: web.Request) -> web.Response:
-        return await self._shutdown(request, self.terminate)
+        return await self._shutdown(request, self.terminate, "Terminate")
 
     async def _handle_stop(self, request: web.Request) -> web.Response:
-        return await self._shutdown(request, self.stop)
+        return await self._shutdown(request, self.stop, "Stop")
+
+    async def _handle_retry(self, request: web.Request) -> web.Response:
+        self._check_namespace(request, "update", "workflows")
+        name = request.match_info["name"]
+        if name not in self.workflows:
+            raise ApiError(404, f'workflows.argoproj.io "{name}" not found')
+        try:
+            await self.retry(name)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from exc
+        return web.json_response(self.workflows[name])
+
+    async def _handle_resubmit(self, request: web.Request) -> web.Response:
+        self._check_namespace(request, "create", "workflows")
+        name = request.match_info["name"]
+        if name not in self.workflows:
+            raise ApiError(404, f'workflows.argoproj.io "{name}" not found')
+        return web.json_response(self.resubmit(name))
+
+    async def _handle_log(self, request: web.Request) -> web.StreamResponse:
+        """Newline-delimited JSON chunks `{"result": {"content", "podName"}}`, like Argo.
+
+        Supports `podName`, `logOptions.container` (only `main` has lines; none given is an
+        error, as Kubernetes refuses it for a pod with two containers), `logOptions.tailLines`
+        (per pod), `logOptions.timestamps` and `grep`. `follow` is not emulated: the lines
+        so far are sent and the stream ends.
+        """
+        self._check_namespace(request, "get", "pods/log")
+        name = request.match_info["name"]
+        if name not in self.workflows:
+            raise ApiError(404, f'workflows.argoproj.io "{name}" not found')
+        query = request.query
+        pod = query.get("podName")
+        records = [r for r in self.logs.get(name, []) if not pod or r.pod == pod]
+        if pattern := query.get("grep"):
+            try:
+                matcher = re.compile(pattern)
+            except re.error as exc:
+                raise ApiError(400, f"invalid grep pattern: {exc}") from exc
+            records = [r for r in records if matcher.search(r.content)]
+        if tail := query.get("logOptions.tailLines"):
+            if not tail.isdigit():
+                raise ApiError(400, f"logOptions.tailLines must be a number, got {tail!r}")
+            # The last `tail` lines of each pod, in the original order.
+            remaining = Counter(record.pod for record in records)
+            kept = []
+            for record in records:
+                if remaining[record.pod] <= int(tail):
+                    kept.append(record)
+                remaining[record.pod] -= 1
+            records = kept
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        container = query.get("logOptions.container")
+        chunks: list[Json] = []
+        if not container:
+            chunks.append(
+                _stream_error(
+                    400,
+                    f"a container name must be specified for pod {pod or name}, "
+                    "choose one of: [wait main]",
+                )
+            )
+        elif container == "main":
+            stamped = query.get("logOptions.timestamps") == "true"
+            chunks.extend(
+                {
+                    "result": {
+                        "content": f"{r.time} {r.content}" if stamped else r.content,
+                        "podName": r.pod,
+                    }
+                }
+                for r in records
+            )
+        if self.log_stream_error:
+            chunks.append(_stream_error(500, self.log_stream_error))
+        for chunk in chunks:
+            await response.write(json.dumps(chunk).encode() + b"\n")
+        await response.write_eof()
+        return response
 
     async def _shutdown(
-        self, request: web.Request, action: Callable[[str], Coroutine[Any, Any, None]]
+        self,
+        request: web.Request,
+        action: Callable[[str], Coroutine[Any, Any, None]],
+        strategy: str,
     ) -> web.Response:
         self._check_namespace(request, "update", "workflows")
         name = request.match_info["name"]
         if name not in self.workflows:
             raise ApiError(404, f'workflows.argoproj.io "{name}" not found')
+        if self.shutdown_delay > 0:
+            # Like Argo: the server sets spec.shutdown and answers; the controller acts later.
+            wf = self.workflows[name]
+            if self._completed(wf):
+                raise ApiError(500, "cannot shutdown a completed workflow", code=2)
+            wf["spec"]["shutdown"] = strategy
+            self._touch(wf)
+            self._later(self.shutdown_delay, lambda: action(name), name=f"{strategy}:{name}")
+            return web.json_response(wf)
         try:
             await action(name)
         except RuntimeError as exc:
@@ -1400,6 +1614,18 @@ class ArgoEmulator:
         task.add_done_callback(self._task_done)
         return task
 
+    def _later(
+        self, delay: float, work: Callable[[], Coroutine[Any, Any, None]], *, name: str
+    ) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(RuntimeError):  # it completed meanwhile
+                await work()
+
+        task = asyncio.create_task(run(), name=f"argo-emulator:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -1488,6 +1714,7 @@ class ArgoEmulator:
             self._begin(wf)
             self._mark_completed(wf, "Error", str(exc))
             return
+        execution.retained = self._retained.pop(name, {})
         try:
             entrypoint = execution.spec["entrypoint"]
             arguments = execution.spec.get("arguments") or {}
@@ -1670,6 +1897,7 @@ class ArgoEmulator:
             hooked=True,
             copies=self.hook_copies,
         )
+        execution.http_copies = self.hook_copies  # also for http steps nested in the hook
         return await self._run_node(execution, call)
 
     def _resolve_target(
@@ -1777,6 +2005,13 @@ class ArgoEmulator:
         )
         if call.hooked:
             node["nodeFlag"] = {"hooked": True}
+        if (kept := execution.retained.get(call.node_name)) is not None:
+            # A retry keeps what succeeded: the old node stands in for the new one.
+            execution.wf["status"]["nodes"][kept["id"]] = kept
+            self._update_progress(execution.wf)
+            return kept
+        if node["type"] == "Pod" and (gate := self._step_gates.get(call.display_name)):
+            await gate.wait()
         try:
             parameters, artifacts = self._bind_inputs(execution, template, call)
             node["inputs"] = self._inputs_record(parameters, artifacts)
@@ -1798,7 +2033,9 @@ class ArgoEmulator:
             elif "dag" in resolved:
                 await self._run_dag(execution, node, resolved, scope, artifacts, call.context)
             elif "http" in resolved:
-                await self._run_http(execution, node, resolved["http"], call.copies)
+                await self._run_http(
+                    execution, node, resolved["http"], max(call.copies, execution.http_copies)
+                )
             elif _runs_locally(resolved):
                 await self._run_script(execution, node, resolved, artifacts, pod, local)
             else:
@@ -2155,6 +2392,12 @@ class ArgoEmulator:
         code, stdout, stderr, timed_out = await self._spawn_python(
             [str(source_file), *script.get("args", [])], filesystem, environment
         )
+        moment = _rfc3339(_now())
+        self.logs.setdefault(execution.name, []).extend(
+            LogRecord(pod, line, moment)
+            for output in (stdout, stderr)
+            for line in output.decode(errors="replace").splitlines()
+        )
         outputs: Json = {"exitCode": str(code)}
         result = stdout.decode(errors="replace").rstrip("\n")
         if result:
@@ -2458,6 +2701,19 @@ class ArgoEmulator:
 
 # --------------------------------------------------------------------------------------------
 # Archives and small predicates
+
+
+def _stream_error(status: int, message: str) -> Json:
+    """The grpc-gateway v1 error chunk of a stream that fails after it started."""
+    codes = {400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
+    return {
+        "error": {
+            "grpc_code": GRPC_CODES.get(status, 2),
+            "http_code": status,
+            "message": message,
+            "http_status": codes.get(status, "Internal Server Error"),
+        }
+    }
 
 
 def _runs_locally(template: Json) -> bool:

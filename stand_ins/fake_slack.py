@@ -75,6 +75,7 @@ class SlackCall:
     status: int
     http_method: str = "POST"
     response: dict[str, Any] | None = None  # the JSON answered; None for plain-text faults
+    at: float = field(default_factory=time.time)  # when the fake answered (benchmarks)
 
     @property
     def ok(self) -> bool:
@@ -425,6 +426,10 @@ class FakeSlack:
         any other status answers a plain-text body, as Slack's edge does for 5xx.
         """
         self._faults[method].append(_Fault(status, None, retry_after, times))
+
+    def clear_faults(self) -> None:
+        """Forget every fault still queued: the outage is over."""
+        self._faults.clear()
 
     def error_next(self, method: str, error: str, times: int = 1) -> None:
         """Make the next ``times`` calls to ``method`` answer HTTP 200 ``ok: false, error``."""
@@ -949,7 +954,7 @@ class FakeSlack:
         file_id: str | None = None,
     ) -> dict[str, Any]:
         file_id = file_id or f"F{self._next_id_number():010d}"
-        quoted = quote(name)
+        quoted = quote(name, safe="")  # a name may hold "/" or "..": keep it one path segment
         now = int(time.time())
         info: dict[str, Any] = {
             "id": file_id,

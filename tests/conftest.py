@@ -28,7 +28,7 @@ from bot.settings import Settings
 from stand_ins.argo_emulator import ArgoEmulator
 from stand_ins.fake_slack import FakeSlack
 from stand_ins.s3_server import S3Config, S3Server
-from stand_ins.slack_requests import signed, slash_command
+from stand_ins.slack_requests import block_actions, interaction, signed, slash_command
 from workflows.manifest import hook_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +140,7 @@ def make_settings(
         "slack_bot_token": BOT_TOKEN,
         "slack_signing_secret": SIGNING_SECRET,
         "slack_api_url": slack.api_url,
+        "slack_file_hosts": slack.host,  # the fake serves the files: the token may go there
         "argo_server_url": argo.url,
         "argo_token": f"Bearer {ARGO_TOKEN}",
         "argo_namespace": "argo",
@@ -153,6 +154,7 @@ def make_settings(
         "webhook_secret": WEBHOOK_SECRET,
         "database_url": database_url,
         "poll_interval_seconds": 3600,
+        "progress_interval_seconds": 3600,
         "host": "127.0.0.1",
         "port": port,
     }
@@ -210,6 +212,7 @@ class Bot:
         timestamp: int | None = None,
         signing_secret: str = SIGNING_SECRET,
         response_url: str | None = None,
+        trigger_id: str | None = None,
     ) -> CommandResponse:
         body = slash_command(
             text,
@@ -217,6 +220,7 @@ class Bot:
             user_id=user_id,
             channel_id=channel_id,
             response_url=response_url or self.slack.response_url(),
+            trigger_id=trigger_id,
         )
         headers = signed(
             signing_secret,
@@ -229,6 +233,47 @@ class Bot:
         ) as response:
             text = await response.text()
         return CommandResponse(status=response.status, body=_ack_body(text))
+
+    async def click(
+        self,
+        action_id: str,
+        message: Any,
+        *,
+        user_id: str = "U1",
+        channel_id: str = "C1",
+    ) -> aiohttp.ClientResponse:
+        """Press the button `action_id` on a message the bot posted (a fake Slack Message)."""
+        [button] = [
+            element
+            for block in message.blocks or []
+            if block.get("type") == "actions"
+            for element in block["elements"]
+            if element.get("action_id") == action_id
+        ]
+        payload = block_actions(
+            [
+                {
+                    "action_id": action_id,
+                    "block_id": next(
+                        block.get("block_id", "")
+                        for block in message.blocks
+                        if button in block.get("elements", [])
+                    ),
+                    "type": "button",
+                    "value": button.get("value", ""),
+                    "text": button["text"],
+                }
+            ],
+            user_id=user_id,
+            channel_id=channel_id,
+            message=message.to_api(),
+            response_url=self.slack.response_url(),
+        )
+        body = interaction(payload)
+        headers = signed(SIGNING_SECRET, body, content_type="application/x-www-form-urlencoded")
+        response = await self.http.post(f"{self.url}slack/events", data=body, headers=headers)
+        await response.read()
+        return response
 
     async def hook(
         self, name: str, *, namespace: str = "argo", token: str | None = None, body: Any = None

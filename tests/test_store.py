@@ -96,16 +96,16 @@ async def test_released_claim_is_claimable_again(store: Store) -> None:
     assert await store.claim_announcement("r-1", "b", 60)
 
 
-async def test_unannounced_runs_are_found_in_one_query(store: Store) -> None:
+async def test_waiting_runs_are_found_in_one_query(store: Store) -> None:
     for index in range(3):
         await store.add_run(a_run(f"r-{index}", minutes_ago=index))
         await store.set_state(f"r-{index}", RunState.RUNNING)
     await store.add_run(a_run("never-submitted", minutes_ago=30))
-    oldest = await store.oldest_unannounced()
-    assert oldest is not None
-    assert datetime.now(UTC) - oldest > timedelta(minutes=1, seconds=50)
-    names = [f"r-{i}" for i in range(3)] + ["unknown"] + [f"x-{i}" for i in range(1200)]
-    assert await store.unannounced_among(names) == {"r-0", "r-1", "r-2"}
+    await store.add_run(a_run("announced"))
+    await store.set_state("announced", RunState.ANNOUNCED)
+    waiting = await store.waiting_runs()
+    assert set(waiting) == {"r-0", "r-1", "r-2"}
+    assert datetime.now(UTC) - min(waiting.values()) > timedelta(minutes=1, seconds=50)
 
 
 async def test_slack_events_are_remembered_once(store: Store) -> None:

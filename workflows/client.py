@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,16 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from bot.models import Artifact, FailedStep, ParameterSpec, Phase, TemplateInfo, WorkflowStatus
+from bot.models import (
+    Artifact,
+    FailedStep,
+    LogLine,
+    ParameterSpec,
+    Phase,
+    StepStatus,
+    TemplateInfo,
+    WorkflowStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +34,21 @@ COMPLETED_LABEL = "workflows.argoproj.io/completed"
 FAILED_NODE_PHASES = {"Failed", "Error"}
 EXECUTABLE_NODE_TYPES = {"Pod", "Container", "HTTP", "Plugin", "Suspend"}
 ARCHIVED_LOG_ARTIFACT = "main-logs"
+POD_NAME_FORMAT_ANNOTATION = "workflows.argoproj.io/pod-name-format"
+# Argo's ensurePodNamePrefixLength: 253 (a Kubernetes name) - 10 (the hash) - 1 (the dash).
+MAX_POD_NAME_PREFIX = 242
+MAX_LOG_CHUNK_BYTES = 1024 * 1024
+_LIST_FIELDS = (
+    "metadata.continue",
+    "items.metadata.name",
+    "items.metadata.namespace",
+    "items.metadata.labels",
+    "items.status.phase",
+    "items.status.progress",
+    "items.status.startedAt",
+    "items.status.finishedAt",
+    "items.status.message",
+)
 
 
 class ArgoError(Exception):
@@ -106,7 +131,10 @@ class ArgoClient:
         payload = await self._request(
             "GET",
             f"/api/v1/workflows/{self.namespace}/{name}",
-            params={"fields": "metadata.name,metadata.namespace,metadata.labels,status"},
+            params={
+                "fields": "metadata.name,metadata.namespace,metadata.labels,"
+                "metadata.annotations,status"
+            },
         )
         return workflow_status(payload)
 
@@ -122,18 +150,111 @@ class ArgoClient:
         if created_after is not None:
             params["createdAfter"] = created_after.strftime("%Y-%m-%dT%H:%M:%SZ")
         found: list[tuple[str, Phase]] = []
+        async for item in self._list_pages(params):
+            name = (item.get("metadata") or {}).get("name")
+            if name:
+                found.append((name, Phase.parse((item.get("status") or {}).get("phase"))))
+        return found
+
+    async def list_workflows(
+        self,
+        label_selector: str,
+        *,
+        created_after: datetime | None = None,
+        with_nodes: bool = False,
+        page_size: int = 500,
+    ) -> list[WorkflowStatus]:
+        """Workflows matching the selector in one (paged) list call, with trimmed fields.
+
+        `with_nodes` adds `status.nodes` (the running step, pod names): heavier, so only the
+        progress refresher asks for it, and only for workflows that are not completed.
+        """
+        fields = list(_LIST_FIELDS)
+        if with_nodes:
+            fields += ["items.metadata.annotations", "items.status.nodes"]
+        params: dict[str, str] = {
+            "listOptions.labelSelector": label_selector,
+            "listOptions.limit": str(page_size),
+            "fields": ",".join(fields),
+        }
+        if created_after is not None:
+            params["createdAfter"] = created_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return [workflow_status(item) async for item in self._list_pages(params)]
+
+    async def _list_pages(self, params: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+        """The items of every page; `listOptions.continue` is Argo's decimal offset."""
+        params = dict(params)
         while True:
             payload = await self._request(
                 "GET", f"/api/v1/workflows/{self.namespace}", params=params
             )
             for item in payload.get("items") or []:
-                name = (item.get("metadata") or {}).get("name")
-                if name:
-                    found.append((name, Phase.parse((item.get("status") or {}).get("phase"))))
+                if isinstance(item, dict):
+                    yield item
             next_page = (payload.get("metadata") or {}).get("continue")
             if not next_page:
-                return found
+                return
             params["listOptions.continue"] = next_page
+
+    # -- lifecycle actions ---------------------------------------------------------
+
+    async def stop_workflow(self, name: str) -> WorkflowStatus:
+        """`spec.shutdown=Stop`: running pods stop, exit handlers still run."""
+        return await self._act(name, "stop")
+
+    async def terminate_workflow(self, name: str) -> WorkflowStatus:
+        """`spec.shutdown=Terminate`: everything stops, exit handlers are skipped."""
+        return await self._act(name, "terminate")
+
+    async def retry_workflow(self, name: str) -> WorkflowStatus:
+        """Re-run the failed steps of a Failed or Error workflow (the same object).
+
+        Sent once, never retried: after a lost answer a second retry would be refused with
+        "Cannot retry a workflow in phase Running" although the first one worked.
+        """
+        return await self._act(name, "retry", attempts=1)
+
+    async def _act(self, name: str, verb: str, *, attempts: int | None = None) -> WorkflowStatus:
+        payload = await self._request(
+            "PUT",
+            f"/api/v1/workflows/{self.namespace}/{name}/{verb}",
+            json={"namespace": self.namespace, "name": name},
+            attempts=attempts,
+        )
+        return workflow_status(payload)
+
+    # -- logs ----------------------------------------------------------------------
+
+    async def stream_logs(
+        self, name: str, *, pod_name: str | None = None, container: str = "main"
+    ) -> AsyncIterator[LogLine]:
+        """The log lines of one pod (or, without `pod_name`, of every pod of the workflow).
+
+        Argo streams newline-delimited JSON chunks `{"result": {"content", "podName"}}`; an
+        error after the stream started arrives as an `{"error": {...}}` chunk. Not retried:
+        lines already handed out cannot be taken back.
+        """
+        params = {"logOptions.container": container}
+        if pod_name:
+            params["podName"] = pod_name
+        url = f"{self._base_url}/api/v1/workflows/{self.namespace}/{name}/log"
+        with _transport_errors("cannot read the logs from", "did not send the logs"):
+            async with self._session.get(
+                url, params=params, headers=self._headers, ssl=self._ssl
+            ) as response:
+                if response.status >= 400:
+                    raise _error_for(response.status, await response.text())
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    if len(pending) > MAX_LOG_CHUNK_BYTES:
+                        raise ArgoUnavailable("Argo sent a log chunk larger than 1 MiB")
+                    for raw in complete:
+                        if line := _log_line(raw):
+                            yield line
+                if line := _log_line(pending):
+                    yield line
 
     async def userinfo(self) -> dict[str, Any]:
         return await self._request("GET", "/api/v1/userinfo")
@@ -147,6 +268,7 @@ class ArgoClient:
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
         """Send one request, retrying (with backoff and jitter) only what may succeed later.
 
@@ -155,7 +277,7 @@ class ArgoClient:
         """
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(ArgoUnavailable),
-            stop=stop_after_attempt(self._attempts),
+            stop=stop_after_attempt(attempts or self._attempts),
             wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
             reraise=True,
         )
@@ -173,7 +295,7 @@ class ArgoClient:
         json: Any,
     ) -> dict[str, Any]:
         url = self._base_url + path
-        try:
+        with _transport_errors("cannot reach", "did not answer"):
             async with self._session.request(
                 method, url, params=params, json=json, headers=self._headers, ssl=self._ssl
             ) as response:
@@ -181,12 +303,19 @@ class ArgoClient:
                 if response.status < 400:
                     return _decode(text)
                 raise _error_for(response.status, text)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
-            raise ArgoUnavailable(
-                f"cannot reach the Argo Server ({error.__class__.__name__})"
-            ) from error
-        except TimeoutError as error:
-            raise ArgoUnavailable("the Argo Server did not answer in time") from error
+
+
+@contextlib.contextmanager
+def _transport_errors(unreachable: str, late: str) -> Iterator[None]:
+    """A dropped connection or a timeout is ArgoUnavailable: worth trying again later."""
+    try:
+        yield
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
+        raise ArgoUnavailable(
+            f"{unreachable} the Argo Server ({error.__class__.__name__})"
+        ) from error
+    except TimeoutError as error:
+        raise ArgoUnavailable(f"the Argo Server {late} in time") from error
 
 
 def _decode(text: str) -> dict[str, Any]:
@@ -197,6 +326,30 @@ def _decode(text: str) -> dict[str, Any]:
     except ValueError as error:
         raise ArgoUnavailable("the Argo Server answered with something that is not JSON") from error
     return value if isinstance(value, dict) else {}
+
+
+def _log_line(raw: bytes) -> LogLine | None:
+    """One chunk of a log stream; an error chunk raises what an HTTP error would."""
+    if not raw.strip():
+        return None
+    try:
+        chunk = json.loads(raw)
+    except ValueError as error:
+        raise ArgoUnavailable("the Argo Server sent a log chunk that is not JSON") from error
+    if not isinstance(chunk, dict):
+        return None
+    if isinstance(problem := chunk.get("error"), dict):
+        status = problem.get("http_code")
+        message = str(problem.get("message") or "the log stream failed")
+        raise _error_for(
+            status if isinstance(status, int) else 500, json.dumps({"message": message})
+        )
+    result = chunk.get("result")
+    if not isinstance(result, dict):
+        return None
+    return LogLine(
+        content=str(result.get("content") or ""), pod_name=str(result.get("podName") or "")
+    )
 
 
 def _error_for(status: int, text: str) -> ArgoError:
@@ -275,6 +428,7 @@ def workflow_status(payload: Mapping[str, Any]) -> WorkflowStatus:
         progress=status.get("progress") or None,
         failed_steps=tuple(_failed_steps(nodes)),
         artifacts=tuple(_artifacts(nodes)),
+        steps=tuple(_steps(metadata, nodes)),
     )
 
 
@@ -303,6 +457,49 @@ def _failed_steps(nodes: Mapping[str, Any]) -> list[FailedStep]:
         )
         for node in failed
     ]
+
+
+def _steps(metadata: Mapping[str, Any], nodes: Mapping[str, Any]) -> list[StepStatus]:
+    """The workflow's pods in start order, without the exit handler's own nodes."""
+    workflow = str(metadata.get("name", ""))
+    pod_names_v1 = (metadata.get("annotations") or {}).get(POD_NAME_FORMAT_ANNOTATION) == "v1"
+    steps = []
+    for node in nodes.values():
+        if not isinstance(node, dict) or node.get("type") != "Pod":
+            continue
+        node_name = str(node.get("name") or "")
+        if (node.get("nodeFlag") or {}).get("hooked") or node_name.startswith(f"{workflow}.onExit"):
+            continue
+        steps.append(
+            StepStatus(
+                name=str(node.get("displayName") or node_name),
+                phase=str(node.get("phase") or "Pending"),
+                pod_name=pod_name(workflow, node, v1=pod_names_v1),
+                message=node.get("message") or None,
+                started_at=_timestamp(node.get("startedAt")),
+                finished_at=_timestamp(node.get("finishedAt")),
+            )
+        )
+    steps.sort(key=lambda step: step.started_at.timestamp() if step.started_at else float("inf"))
+    return steps
+
+
+def pod_name(workflow: str, node: Mapping[str, Any], *, v1: bool = False) -> str | None:
+    """The pod of a node, as Argo names it (workflow/util/pod_name.go, GeneratePodName).
+
+    v2 (the default): `<workflow>-<template>-<fnv32a(node name)>`; the hash is the suffix of
+    the node id, which is `<workflow>-<the same hash>`. v1, or a node without a template:
+    the node id itself.
+    """
+    node_id = str(node.get("id") or "")
+    node_name = str(node.get("name") or "")
+    template = node.get("templateName") or (node.get("templateRef") or {}).get("template") or ""
+    if v1 or not template or not node_id.startswith(f"{workflow}-"):
+        return node_id or None
+    if node_name == workflow:
+        return workflow
+    prefix = workflow if ".inline" in node_name else f"{workflow}-{template}"
+    return f"{prefix[:MAX_POD_NAME_PREFIX]}-{node_id.removeprefix(workflow + '-')}"
 
 
 def _artifacts(nodes: Mapping[str, Any]) -> list[Artifact]:

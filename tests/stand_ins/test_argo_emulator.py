@@ -253,10 +253,16 @@ async def test_shipped_templates_validate_and_are_listed_by_label(
     params = {"listOptions.labelSelector": "argo-chatops/enabled=true"}
     async with api.get(f"/api/v1/workflow-templates/{NAMESPACE}", params=params) as response:
         listed = await response.json()
-    assert [item["metadata"]["name"] for item in listed["items"]] == ["csv-summary"]
+    # summarize-csv reuses csv-summary's step: the file names keep that install order.
+    assert [item["metadata"]["name"] for item in listed["items"]] == [
+        "csv-summary",
+        "summarize-csv",
+    ]
     async with api.get(f"/api/v1/workflow-templates/{NAMESPACE}/argo-chatops-notify") as response:
         notify = await response.json()
-    assert notify["spec"]["templates"][0]["http"]["successCondition"] == "response.statusCode > 0"
+    wrapper, post = notify["spec"]["templates"]
+    assert wrapper["steps"][0][0]["continueOn"] == {"failed": True, "error": True}
+    assert post["http"]["url"] == "{{inputs.parameters.url}}"
     async with api.get(f"/api/v1/workflow-templates/{NAMESPACE}/nope") as response:
         assert response.status == 404
         assert (await response.json())["code"] == 5
@@ -453,7 +459,7 @@ async def test_csv_summary_runs_for_real_and_calls_the_hook_before_completing(
     assert summarize["outputs"]["artifacts"][0]["s3"] == {"key": summary_key}
     assert summarize["outputs"]["artifacts"][0]["path"] == "/tmp/out/summary"
     on_exit = nodes[f"{name}.onExit"]
-    assert on_exit["type"] == "HTTP" and on_exit["phase"] == "Succeeded"
+    assert on_exit["type"] == "Steps" and on_exit["phase"] == "Succeeded"
     assert on_exit["nodeFlag"] == {"hooked": True}
 
     [call] = receiver.calls
@@ -517,19 +523,47 @@ async def test_a_hook_answered_with_an_error_does_not_fail_the_run(
     assert emulator.hook_calls[0].status == 500
 
 
-async def test_an_unreachable_hook_fails_a_successful_run(
+async def test_an_unreachable_bot_does_not_fail_a_successful_run(
     emulator: ArgoEmulator, api: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
+    """The shipped notifier wraps its call in `continueOn`: a bot outage keeps the phase."""
     manifest = noop_workflow(receiver, "noop-hook-down")
     parameters = manifest["spec"]["hooks"]["exit"]["arguments"]["parameters"]
     parameters[0]["value"] = "http://127.0.0.1:9/hooks/argo"
     await create(api, manifest)
     wf = await wait_completed(api, "noop-hook-down")
-    assert wf["status"]["phase"] == "Failed"
-    on_exit = nodes_by_display_name(wf)["noop-hook-down.onExit"]
-    assert on_exit["phase"] == "Failed"
+    assert wf["status"]["phase"] == "Succeeded"
+    nodes = nodes_by_display_name(wf)
+    assert nodes["noop-hook-down.onExit"]["phase"] == "Succeeded"
+    assert nodes["call-bot"]["phase"] == "Failed"
     assert emulator.hook_calls[0].status is None
     assert emulator.hook_calls[0].error
+
+
+async def test_an_unreachable_bare_http_exit_handler_fails_a_successful_run(
+    emulator: ArgoEmulator, api: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    """Argo's own rule, which the shipped notifier is built to avoid."""
+    emulator.add_template(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "WorkflowTemplate",
+            "metadata": {"name": "bare-notify", "namespace": NAMESPACE},
+            "spec": {
+                "templates": [
+                    {"name": "notify", "http": {"url": "http://127.0.0.1:9/x", "method": "POST"}}
+                ]
+            },
+        }
+    )
+    manifest = noop_workflow(receiver, "noop-bare-hook")
+    manifest["spec"]["hooks"]["exit"] = {
+        "templateRef": {"name": "bare-notify", "template": "notify"}
+    }
+    await create(api, manifest)
+    wf = await wait_completed(api, "noop-bare-hook")
+    assert wf["status"]["phase"] == "Failed"
+    assert nodes_by_display_name(wf)["noop-bare-hook.onExit"]["phase"] == "Failed"
 
 
 async def test_hook_copies_three_sends_three_calls(
