@@ -51,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from bot.app import create_app
 
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        # A burst of Slack requests must queue, not be refused: aiohttp's default is 128.
+        backlog=2048,
+    )
     return 0
 
 

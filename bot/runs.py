@@ -139,7 +139,7 @@ class RunService:
             raise UserError(str(error)) from error
 
         origin = request.origin
-        name = workflow_name(template.name)
+        name = await self._unused_name(template.name)
         bind_run(name)
         ui_link = self._settings.argo_ui_link(self._argo.namespace, name)
         pending = tuple(
@@ -275,6 +275,14 @@ class RunService:
     async def template(self, name: str) -> TemplateInfo:
         """A template as the bot understands it (cached briefly); UserError when unusable."""
         return await self._template(name)
+
+    async def _unused_name(self, template: str) -> str:
+        """A `<template>-<suffix>` name no run of ours has used (the store keeps every run)."""
+        for _ in range(8):
+            name = workflow_name(template)
+            if await self._store.get_run(name) is None:
+                return name
+        raise UserError("I could not find a free name for this run; please try again.")
 
     async def _template(self, name: str) -> TemplateInfo:
         cached = self._templates.get(name)

@@ -70,10 +70,7 @@ def control_app(slack: FakeSlack, argo: ArgoEmulator) -> web.Application:
             for step, files in (body.get("artifacts") or {}).items()
         }
         await asyncio.gather(
-            *(
-                argo.complete(name, phase, run_hook=run_hook, artifacts=artifacts)
-                for name in names
-            ),
+            *(argo.complete(name, phase, run_hook=run_hook, artifacts=artifacts) for name in names),
             return_exceptions=True,
         )
         return web.json_response({"completed": len(names)})

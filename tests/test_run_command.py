@@ -262,3 +262,19 @@ async def test_healthz_answers(bot: Bot) -> None:
         assert response.status == 200
     async with bot.http.get(f"{bot.url}readyz") as response:
         assert response.status == 200
+
+
+async def test_a_name_already_used_by_an_earlier_run_is_not_reused(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await bot.command("run csv-summary rows=2")
+    [first] = await bot.started_runs(1)
+    await bot.wait_idle()
+    # The random suffix comes up with the first run's name again, then a fresh one.
+    names = iter([first, "csv-summary-zzzzz"])
+    monkeypatch.setattr("bot.runs.workflow_name", lambda template: next(names))
+    await bot.command("run csv-summary rows=2")
+    await bot.started_runs(2)
+    await bot.wait_idle()
+    assert [m["metadata"]["name"] for m in bot.argo.created] == [first, "csv-summary-zzzzz"]
+    assert all("went wrong" not in json.dumps(post.body) for post in bot.slack.responses)
