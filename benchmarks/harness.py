@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,17 +21,12 @@ from typing import Any
 
 import aiohttp
 
+from bot.demo import free_port
 from stand_ins.slack_requests import signed, slash_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "bench-signing-secret-" + secrets.token_hex(4)
 WEBHOOK_SECRET = "bench-webhook-secret-" + secrets.token_hex(8)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def percentile(values: list[float], fraction: float) -> float:

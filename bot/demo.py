@@ -31,7 +31,8 @@ DEMO_USER = "U0ALICE"
 _LINK = re.compile(r"<([^|>]+)\|([^>]+)>")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port the OS says is free now (for processes that must know it before binding)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -85,7 +86,7 @@ async def run_demo(*, template: str, parameters: str, out: Any = sys.stdout) -> 
         await slack.start()
         await argo.start()
         with tempfile.TemporaryDirectory(prefix="argo-chatops-demo-") as state_dir:
-            port = _free_port()
+            port = free_port()
             settings = Settings(
                 _env_file=None,
                 slack_bot_token=bot_token,

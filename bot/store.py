@@ -328,13 +328,6 @@ class Store:
         async with self._engine.begin() as connection:
             await connection.execute(statement)
 
-    async def count_runs(self) -> int:
-        async with self._engine.connect() as connection:
-            return int(
-                (await connection.execute(sa.select(sa.func.count()).select_from(runs))).scalar()
-                or 0
-            )
-
     async def count_waiting(self) -> int:
         """Runs started and not announced yet (what the poller is still tracking)."""
         query = (
@@ -381,12 +374,6 @@ class Store:
         except sa.exc.IntegrityError:
             return False
         return True
-
-    async def release_lease(self, name: str, owner: str) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                leases.delete().where(leases.c.name == name, leases.c.owner == owner)
-            )
 
     # -- runs whose start was interrupted ---------------------------------------------------
 

@@ -15,12 +15,11 @@ import logging
 import secrets
 import signal
 import sys
-from typing import Any
 
 from aiohttp import web
 
 from bot.demo import schema_path, templates_path
-from stand_ins.argo_emulator import ArgoEmulator
+from stand_ins.argo_emulator import ArgoEmulator, workflow_completed
 from stand_ins.fake_slack import FakeSlack
 from stand_ins.s3_server import S3Server
 
@@ -60,7 +59,7 @@ def control_app(slack: FakeSlack, argo: ArgoEmulator) -> web.Application:
         """Finish runs without executing them, as a cluster would (hooks included)."""
         body = await request.json()
         names = body.get("names") or [
-            name for name, wf in argo.workflows.items() if not _completed(wf)
+            name for name, wf in argo.workflows.items() if not workflow_completed(wf)
         ]
         phase = body.get("phase", "Succeeded")
         run_hook = bool(body.get("run_hook", True))
@@ -85,7 +84,7 @@ def control_app(slack: FakeSlack, argo: ArgoEmulator) -> web.Application:
             {
                 "workflows": len(argo.workflows),
                 "created": len(argo.created),
-                "completed": sum(1 for wf in argo.workflows.values() if _completed(wf)),
+                "completed": sum(1 for wf in argo.workflows.values() if workflow_completed(wf)),
                 "hook_calls": len(argo.hook_calls),
                 "thread_replies": [
                     {"thread_ts": args.get("thread_ts"), "text": args.get("text", "")}
@@ -134,11 +133,6 @@ def control_app(slack: FakeSlack, argo: ArgoEmulator) -> web.Application:
     app.router.add_get("/summary", summary)
     app.router.add_get("/slack/calls", slack_calls)
     return app
-
-
-def _completed(workflow: dict[str, Any]) -> bool:
-    labels = workflow.get("metadata", {}).get("labels", {})
-    return labels.get("workflows.argoproj.io/completed") == "true"
 
 
 async def serve(arguments: argparse.Namespace) -> None:

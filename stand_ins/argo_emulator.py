@@ -617,6 +617,11 @@ class _Execution:
 # The emulator
 
 
+def workflow_completed(wf: Json) -> bool:
+    """Argo's own test: the controller has labelled the workflow completed."""
+    return wf["metadata"].get("labels", {}).get(COMPLETED_LABEL) == "true"
+
+
 class ArgoEmulator:
     """An Argo Server (REST) plus a tiny workflow controller, in one aiohttp app."""
 
@@ -1552,9 +1557,7 @@ class ArgoEmulator:
         except KeyError:
             raise KeyError(f"no workflow named {name!r}") from None
 
-    @staticmethod
-    def _completed(wf: Json) -> bool:
-        return wf["metadata"].get("labels", {}).get(COMPLETED_LABEL) == "true"
+    _completed = staticmethod(workflow_completed)
 
     def _touch(self, obj: Json) -> None:
         self._resource_version += 1
