@@ -29,6 +29,15 @@ SIGNING_SECRET = "bench-signing-secret-" + secrets.token_hex(4)
 WEBHOOK_SECRET = "bench-webhook-secret-" + secrets.token_hex(8)
 
 
+def load_test_policy() -> Path:
+    """A policy for load tests: the load comes from one user, so no rate limits."""
+    path = Path("/tmp") / "argo-chatops-bench-policy.yaml"
+    path.write_text(
+        "rate_limits:\n  runs_per_user_per_hour: null\n  runs_per_channel_per_hour: null\n"
+    )
+    return path
+
+
 def percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -120,6 +129,7 @@ class ServiceProcess:
                 "PORT": str(self.port),
                 "LOG_LEVEL": "WARNING",
                 "POLL_INTERVAL_SECONDS": "5",
+                "POLICY_FILE": str(load_test_policy()),
             }
         )
         env.update(self.extra_env)

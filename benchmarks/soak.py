@@ -36,10 +36,10 @@ async def admin(statement: str) -> None:
         await connection.close()
 
 
-async def run_states(database_url: str) -> dict[str, int]:
+async def states(database_url: str, table: str) -> dict[str, int]:
     connection = await asyncpg.connect(database_url)
     try:
-        rows = await connection.fetch("SELECT state, count(*) FROM runs GROUP BY state")
+        rows = await connection.fetch(f"SELECT state, count(*) FROM {table} GROUP BY state")
     finally:
         await connection.close()
     return {row[0]: row[1] for row in rows}
@@ -123,7 +123,7 @@ async def soak(run_count: int, seed: int) -> dict[str, object]:
         stop_faults.set()
         injected = await faults
 
-        deadline = time.perf_counter() + 180
+        deadline = time.perf_counter() + 300
         while True:
             summary = await stand_ins.control("/summary")
             results: collections.Counter[str] = collections.Counter()
@@ -136,11 +136,16 @@ async def soak(run_count: int, seed: int) -> dict[str, object]:
                     not_started.add(match.group(1))
                 else:
                     results[match.group(1)] += 1
-            if len(results) >= summary["created"] or time.perf_counter() > deadline:
+            # Done when every run is announced and every acknowledged command became a run
+            # (those the killed replica held are taken over once their lease runs out).
+            answered = len(not_started) + len(summary["private_warnings"])
+            settled = summary["created"] + answered >= acked
+            if (settled and len(results) >= summary["created"]) or time.perf_counter() > deadline:
                 break
             await stand_ins.control("/argo/complete", {})
             await asyncio.sleep(2)
-        states = await run_states(database_url)
+        run_states = await states(database_url, "runs")
+        request_states = await states(database_url, "run_requests")
         return {
             "commands sent": run_count,
             "commands acked": acked,
@@ -149,8 +154,15 @@ async def soak(run_count: int, seed: int) -> dict[str, object]:
             "duplicates": sum(count - 1 for count in results.values() if count > 1),
             "losses (runs never announced)": summary["created"] - len(results),
             "interrupted before create, told in thread": len(not_started),
-            "acked but lost in the killed process": acked - summary["created"] - len(not_started),
-            "run states in the store": states,
+            "refused with a private answer": collections.Counter(
+                warning[:90] for warning in summary["private_warnings"]
+            ),
+            "acked but never started or answered": acked
+            - summary["created"]
+            - len(not_started)
+            - len(summary["private_warnings"]),
+            "run states in the store": run_states,
+            "run requests in the store": request_states,
             "hook calls": summary["hook_calls"],
             "faults injected": injected,
             "kill -9 at (s)": round(killed_at, 1),

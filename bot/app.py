@@ -10,22 +10,27 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 
 from bot import logging_setup, socket_mode
+from bot.access import Access
+from bot.audit import Audit
 from bot.file_runs import FileRunService
+from bot.journal import RequestJournal
 from bot.lifecycle import LifecycleService
 from bot.metrics import METRICS, Metrics, metrics_endpoint
+from bot.policy import load_policy
 from bot.poller import Poller
 from bot.progress import ProgressRefresher
 from bot.routes import load_routes
 from bot.runs import RunService
 from bot.settings import Settings
 from bot.slack import SlackMessenger, build_web_client
+from bot.slack_gate import SlackGate
 from bot.storage import S3Storage
 from bot.store import Store
-from bot.tasks import BackgroundTasks
+from bot.tasks import BackgroundTasks, QuietGate
 from bot.uploads import InputRelay
 from handlers import events
 from handlers.actions import RunButtons
@@ -51,7 +56,10 @@ class Services:
     argo: ArgoClient
     slack: SlackMessenger
     runs: RunService
+    journal: RequestJournal
     tasks: BackgroundTasks
+    # Slack requests in flight: work they start waits for a quiet moment (acks go first).
+    slack_traffic: QuietGate
     poller: Poller
     bolt: AsyncApp
     hooks: HookHandler
@@ -59,17 +67,21 @@ class Services:
     progress: ProgressRefresher
     # Shared counters and timings; e.g. `services.metrics.upload_bytes.inc(n)` for file uploads.
     metrics: Metrics
+    access: Access  # the access policy (POLICY_FILE) and rate limits
+    audit: Audit
     draining: bool = False
 
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
+SLACK_GATE = web.AppKey("slack_gate", SlackGate)
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[SLACK_GATE] = SlackGate(settings.slack_signing_secret.get_secret_value())
     app.cleanup_ctx.append(_services)
     app.on_shutdown.append(_start_draining)
     app.cleanup_ctx.append(_socket_mode)
@@ -103,6 +115,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         region=settings.s3_region,
     )
     tasks = BackgroundTasks()
+    slack_traffic = QuietGate()
     poller: Poller | None = None
     progress: ProgressRefresher | None = None
     try:
@@ -122,6 +135,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             session=session,
             verify_tls=settings.argo_verify_tls,
         )
+        journal = RequestJournal(store=store, slack=slack, tasks=tasks, instance_id=instance_id)
+        access = Access(policy=load_policy(settings.policy_file), store=store)
+        audit = Audit(store=store, tasks=tasks, access=access)
         runs = RunService(
             settings=settings,
             argo=argo,
@@ -130,7 +146,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             store=store,
             tasks=tasks,
             instance_id=instance_id,
+            access=access,
             metrics=metrics,
+            journal=journal,
             relay=InputRelay(
                 session=session,
                 storage=storage,
@@ -140,15 +158,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 count_bytes=metrics.upload_bytes.inc,
             ),
         )
-        bolt = AsyncApp(
+        bolt = logging_setup.TaggingApp(
             client=web_client,
             signing_secret=settings.slack_signing_secret.get_secret_value(),
             # Listeners only parse, ack and hand work to background tasks, so running them
             # before the response goes out sends the ack as soon as `ack()` returns.
             process_before_response=True,
+            # `SlackGate` verifies the signature and its 5-minute window on the raw bytes
+            # before Bolt sees a request; Socket Mode traffic carries no signature.
+            request_verification_enabled=False,
             logger=logging.getLogger("slack_bolt"),
         )
-        logging_setup.register(bolt)
         progress = ProgressRefresher(
             settings=settings,
             argo=argo,
@@ -165,6 +185,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             runs=runs,
             progress=progress,
             instance_id=instance_id,
+            access=access,
         )
         form = RunFormHandler(runs=runs, slack=slack, max_upload_bytes=settings.max_upload_bytes)
         commands = CommandHandler(
@@ -172,12 +193,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             runs=runs,
             slack=slack,
             tasks=tasks,
+            journal=journal,
+            slack_traffic=slack_traffic,
             metrics=metrics,
             form=form,
-            lifecycle=LifecycleCommands(lifecycle=lifecycle, slack=slack, tasks=tasks),
+            lifecycle=LifecycleCommands(lifecycle=lifecycle, slack=slack, tasks=tasks, audit=audit),
+            audit=audit,
         )
         commands.register(bolt)
-        RunButtons(lifecycle=lifecycle, slack=slack, tasks=tasks).register(bolt)
+        RunButtons(lifecycle=lifecycle, slack=slack, tasks=tasks, audit=audit).register(bolt)
         form.register(bolt, start=commands.start_with_inputs)
         file_runs = FileRunService(
             runs=runs,
@@ -185,6 +209,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             store=store,
             tasks=tasks,
             drop_zones=load_routes(settings.routes_file),
+            journal=journal,
+            audit=audit,
         )
         FileEventHandler(file_runs).register(bolt)
         events.register(bolt)
@@ -196,13 +222,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             argo=argo,
             slack=slack,
             runs=runs,
+            journal=journal,
             tasks=tasks,
+            slack_traffic=slack_traffic,
             poller=poller,
             bolt=bolt,
-            hooks=HookHandler(runs=runs, webhook_secret=settings.webhook_secret.get_secret_value()),
+            hooks=HookHandler(
+                runs=runs,
+                webhook_secret=settings.webhook_secret.get_secret_value(),
+                audit=audit,
+            ),
             lifecycle=lifecycle,
             progress=progress,
             metrics=metrics,
+            access=access,
+            audit=audit,
         )
         poller.start()
         progress.start()
@@ -257,9 +291,17 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def slack_events(request: web.Request) -> web.Response:
-    bolt = request.app[SERVICES].bolt
-    bolt_response = await bolt.async_dispatch(await to_bolt_request(request))
-    return await to_aiohttp_response(bolt_response)
+    services = request.app[SERVICES]
+    services.slack_traffic.enter()
+    try:
+        # The signature is checked on the raw bytes first: forged requests never reach Bolt.
+        bolt_request = await request.app[SLACK_GATE].bolt_request(request)
+        if isinstance(bolt_request, web.Response):
+            return bolt_request
+        bolt_response = await services.bolt.async_dispatch(bolt_request)
+        return await to_aiohttp_response(bolt_response)
+    finally:
+        services.slack_traffic.leave()
 
 
 async def argo_hook(request: web.Request) -> web.Response:

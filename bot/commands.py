@@ -70,7 +70,16 @@ class ActionCommand:
     workflow: str
 
 
-LifecycleCommand = TemplatesCommand | ListCommand | StatusCommand | LogsCommand | ActionCommand
+@dataclass(frozen=True)
+class AuditCommand:
+    """The newest audit entries, of one workflow (or template) or of everything: admins only."""
+
+    target: str | None = None
+
+
+LifecycleCommand = (
+    TemplatesCommand | ListCommand | StatusCommand | LogsCommand | ActionCommand | AuditCommand
+)
 Command = RunCommand | HelpCommand | LifecycleCommand
 
 
@@ -125,7 +134,14 @@ def _parse_run(words: list[str]) -> RunCommand:
     return RunCommand(template=template, parameters=parameters)
 
 
-_LIFECYCLE_VERBS = ("templates", "list", "status", "logs", *(action.value for action in RunAction))
+_LIFECYCLE_VERBS = (
+    "templates",
+    "list",
+    "status",
+    "logs",
+    "audit",
+    *(action.value for action in RunAction),
+)
 _LIST_SCOPES: tuple[ListScope, ...] = ("mine", "all")
 _LIST_PHASES: tuple[ListPhase, ...] = ("running", "failed", "succeeded")
 
@@ -136,6 +152,9 @@ def _parse_lifecycle(verb: str, words: list[str]) -> LifecycleCommand:
         return TemplatesCommand()
     if verb == "list":
         return _parse_list(words)
+    if verb == "audit":
+        _no_more(verb, words[1:])
+        return AuditCommand(target=_target_name(words[0]) if words else None)
     if not words:
         usage = "logs <workflow> [step]" if verb == "logs" else f"{verb} <workflow>"
         raise CommandError(f"Which workflow? Usage: `{usage}`.")
@@ -170,6 +189,14 @@ def _workflow_name(word: str) -> str:
     name = word.strip("`*_ ").lower()
     if len(name) > 63 or not TEMPLATE_NAME.match(name):
         raise CommandError(f"`{word[:80]}` is not a workflow name.")
+    return name
+
+
+def _target_name(word: str) -> str:
+    """A workflow or template name, as `_workflow_name` reads it but up to 253 characters."""
+    name = word.strip("`*_ ").lower()
+    if len(name) > 253 or not TEMPLATE_NAME.match(name):
+        raise CommandError(f"`{word[:80]}` is not a workflow or template name.")
     return name
 
 

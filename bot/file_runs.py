@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
+from bot.audit import Audit, outcome_of
 from bot.commands import CommandError, HelpCommand, RunCommand, parse_command
 from bot.inputs import RunInputs
+from bot.journal import RequestJournal
 from bot.messages import SlackMessage, code, command_error
 from bot.models import RunRequest, SlackOrigin
 from bot.routes import DropZones
-from bot.runs import RunService, UserError
+from bot.runs import RunService, TryLater, UserError
 from bot.slack import SlackError, SlackMessenger
 from bot.slack_files import SlackFile
-from bot.store import Store
+from bot.store import RequestClaim, RequestSuperseded, Store, StoredRequest
 from bot.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)
+
+MESSAGE_REQUEST = "message"
 
 MENTION_HELP = (
     "Mention me with `run <template> [name=value ...]` and attach the files the template "
@@ -53,6 +58,16 @@ class SharedMessage:
     def delivery_key(self) -> str:
         return f"message:{self.channel_id}:{self.ts}"
 
+    def to_payload(self) -> dict[str, Any]:
+        """As written into the request journal (see bot/journal.py)."""
+        fields = {key: getattr(self, key) for key in self.__dataclass_fields__ if key != "files"}
+        return {**fields, "files": [file.model_dump(mode="json") for file in self.files]}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> SharedMessage:
+        files = tuple(SlackFile.model_validate(file) for file in payload.get("files", ()))
+        return cls(**{**payload, "files": files})
+
 
 @dataclass(frozen=True)
 class _Intent:
@@ -71,7 +86,12 @@ class FileRunService:
         store: Store,
         tasks: BackgroundTasks,
         drop_zones: DropZones,
+        journal: RequestJournal,
+        audit: Audit | None = None,
     ) -> None:
+        self._audit = audit
+        self._journal = journal
+        journal.on_resume(MESSAGE_REQUEST, self.resume)
         self._runs = runs
         self._slack = slack
         self._store = store
@@ -83,11 +103,37 @@ class FileRunService:
         intent = self._intent(message)
         if intent is None:
             return False
-        if not await self._store.remember_event(message.delivery_key):
+        claim: StoredRequest | None = None
+        if intent.template is None:
+            first = await self._store.remember_event(message.delivery_key)
+        else:
+            # Written down before Slack's event is acknowledged; the message's key makes a
+            # second delivery of the same upload a duplicate here. If the database cannot
+            # take it, the error makes Slack deliver the event again later.
+            claim = await self._journal.record(
+                MESSAGE_REQUEST,
+                message.to_payload(),
+                user_id=message.user_id,
+                channel_id=message.channel_id,
+                request_id=message.delivery_key,
+            )
+            first = claim is not None
+        if not first:
             logger.info("already handled %s (second delivery or retry)", message.delivery_key)
             return False
-        self._tasks.spawn(self._act(message, intent), name=f"file-run:{message.delivery_key}")
+        self._tasks.spawn(
+            self._act(message, intent, claim), name=f"file-run:{message.delivery_key}"
+        )
         return True
+
+    async def resume(self, stored: StoredRequest) -> None:
+        """A recorded upload whose replica died before it became a run: start it now."""
+        message = SharedMessage.from_payload(stored.payload)
+        intent = self._intent(message)
+        if intent is None or intent.template is None:
+            await self._journal.finish(stored)
+            return
+        await self._act(message, intent, stored)
 
     def _intent(self, message: SharedMessage) -> _Intent | None:
         zone = self._zones.for_channel(message.channel_id)
@@ -111,7 +157,9 @@ class FileRunService:
             return _Intent(zone.template, {**zone.parameters, **overrides}, zone.file_types)
         return None
 
-    async def _act(self, message: SharedMessage, intent: _Intent) -> None:
+    async def _act(
+        self, message: SharedMessage, intent: _Intent, claim: RequestClaim | None = None
+    ) -> None:
         if intent.template is None:
             await self._reply(message, intent.reply or MENTION_HELP)
             return
@@ -128,10 +176,18 @@ class FileRunService:
                 thread_ts=message.thread,
                 allowed_types=intent.allowed_types,
             )
-            await self._runs.start_run(request, inputs)
+            run = await self._runs.start_run(request, inputs, claim=claim)
+        except RequestSuperseded:
+            logger.info("another replica took over %s", message.delivery_key)
+        except TryLater as error:
+            logger.warning("%s; its request will be tried again", error)
         except UserError as error:
+            self._record(message, intent.template, error)
+            await self._journal.finish(claim)
             await self._reply(message, command_error(str(error)))
-        except Exception:
+        except Exception as error:
+            self._record(message, intent.template, error)
+            await self._journal.finish(claim, "failed")
             logger.exception("starting %s from a file share failed", intent.template)
             await self._reply(
                 message,
@@ -140,6 +196,23 @@ class FileRunService:
                     "started. The bot's logs have the details."
                 ),
             )
+        else:
+            self._record(message, run.name, None, detail=f"run {intent.template}")
+
+    def _record(
+        self, message: SharedMessage, target: str, error: Exception | None, detail: str = ""
+    ) -> None:
+        """The audit entry of a file-started run: the workflow it became, or why not."""
+        if self._audit is None:
+            return
+        self._audit.record(
+            "file",
+            outcome_of(error),
+            actor=message.user_id,
+            channel=message.channel_id,
+            target=target,
+            detail=str(error) if error is not None else detail,
+        )
 
     async def _complete(self, files: tuple[SlackFile, ...]) -> tuple[SlackFile, ...]:
         """Slack Connect shares carry no URLs: ask files.info for the full object."""

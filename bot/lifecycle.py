@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from bot import lifecycle_messages as views
+from bot.access import Access
 from bot.commands import ListCommand
 from bot.messages import SlackMessage, code
 from bot.models import (
@@ -68,7 +69,9 @@ class LifecycleService:
         runs: RunService,
         progress: ProgressRefresher,
         instance_id: str,
+        access: Access,
     ) -> None:
+        self._access = access
         self._settings = settings
         self._argo = argo
         self._slack = slack
@@ -80,9 +83,15 @@ class LifecycleService:
 
     # -- read-only verbs -----------------------------------------------------------------
 
-    async def templates(self) -> SlackMessage:
-        listed = await self._argo_call(self._argo.list_templates(), "list the templates")
-        runnable = [t for t in listed if t.name != self._settings.argo_notify_template]
+    async def templates(self, origin: SlackOrigin | None = None) -> SlackMessage:
+        """The enabled templates; with `origin`, only those the policy lets that person run
+        in that channel."""
+        runnable = await self._argo_call(self._runs.runnable_templates(), "list the templates")
+        if origin is not None:
+            allowed = [t for t in runnable if self._access.may_run(t.name, origin)]
+            if runnable and not allowed:
+                return views.note("The access policy lets you run no template in this channel.")
+            runnable = allowed
         return views.templates_message(runnable, command=self._settings.slack_command)
 
     async def list_runs(self, origin: SlackOrigin, command: ListCommand) -> SlackMessage:
@@ -205,6 +214,7 @@ class LifecycleService:
 
     async def act(self, action: RunAction, name: str, origin: SlackOrigin) -> SlackMessage:
         run = await self._our_run(name)
+        self._access.check_control(run, action, origin)
         if run.state is RunState.SUBMITTING:
             raise UserError(f"{code(name)} is still being submitted; try again in a moment.")
         if action is RunAction.RESUBMIT:

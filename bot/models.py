@@ -77,6 +77,8 @@ class TemplateInfo(BaseModel):
     description: str | None = None
     parameters: tuple[ParameterSpec, ...] = ()
     input_artifacts: tuple[str, ...] = ()
+    # Labelled `argo-chatops/enabled: "true"`: only such templates exist as far as Slack knows.
+    enabled: bool = False
 
     def parameter(self, name: str) -> ParameterSpec | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -213,3 +215,17 @@ class WorkflowStatus(BaseModel):
         if self.started_at is None or self.finished_at is None:
             return None
         return max(0.0, (self.finished_at - self.started_at).total_seconds())
+
+
+class AuditEntry(BaseModel):
+    """One line of the audit trail: who did what, where, to what, and how it went."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: float  # epoch seconds
+    actor: str | None = None  # a Slack user id; none for the exit hook
+    channel: str | None = None
+    action: str  # command | button | file | hook | modal
+    target: str | None = None  # the workflow when there is one, else the template
+    outcome: str  # ok | denied | invalid | error
+    detail: str = ""

@@ -12,6 +12,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.metrics import Metrics
 from bot.runs import PollReport, RunService
 from bot.tasks import BackgroundTasks
+from workflows.client import ArgoError
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class Poller:
         try:
             report = await self._runs.poll_once()
             self._metrics.runs_tracked.set(await self._runs.waiting_runs())
+        except ArgoError as error:  # an outage, already retried: one line, no traceback
+            self._metrics.poll_cycle.labels(outcome="failed").observe(time.perf_counter() - started)
+            logger.warning("poll cycle failed, Argo: %s; the next one will try again", error)
+            return
         except Exception:
             self._metrics.poll_cycle.labels(outcome="failed").observe(time.perf_counter() - started)
             logger.exception("poll cycle failed; the next one will try again")

@@ -89,6 +89,10 @@ def load_routes(path: Path | None) -> DropZones:
         raise RoutesError(f"{path}: cannot read it ({error.strerror or error})") from error
     except yaml.YAMLError as error:
         raise RoutesError(f"{path}: not valid YAML ({_one_line(error)})") from error
+    except UnicodeDecodeError as error:
+        raise RoutesError(f"{path}: not valid YAML (not UTF-8 text: {error.reason})") from error
+    except RecursionError as error:
+        raise RoutesError(f"{path}: not valid YAML (nested too deeply)") from error
     if document is None:
         return DropZones()
     if not isinstance(document, dict) or set(document) - {"drop_zones"}:
@@ -98,7 +102,7 @@ def load_routes(path: Path | None) -> DropZones:
         raise RoutesError(f"{path}: drop_zones must map channel IDs to routes")
     zones: dict[str, DropZone] = {}
     for channel, raw in raw_zones.items():
-        where = f"{path}: drop_zones.{channel}"
+        where = f"{path}: drop_zones.{_shown(channel)}"
         if not isinstance(raw, dict):
             raise RoutesError(f"{where} must be a mapping with at least `template`")
         try:
@@ -136,6 +140,12 @@ def _text(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     return value if value is None or isinstance(value, dict | list) else str(value)
+
+
+def _shown(key: object) -> str:
+    """A key from the file as one short line: as written when plain, quoted (repr) when not."""
+    text = str(key)
+    return text if re.fullmatch(r"[\w.#-]{1,80}", text, flags=re.ASCII) else repr(text[:80])
 
 
 def _one_line(error: yaml.YAMLError) -> str:

@@ -14,18 +14,23 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from bot import messages
+from bot.coalescer import Batch, Coalescer
 from bot.filenames import display_file_name
 from bot.inputs import InputError, PlannedInput, RunInputs, plan_inputs, split_assignments
+from bot.journal import RequestJournal
 from bot.logging_setup import bind_run
 from bot.metrics import Metrics
 from bot.models import (
     Artifact,
+    Phase,
     Run,
     RunInput,
     RunRequest,
     RunState,
+    SlackOrigin,
     TemplateInfo,
     WorkflowStatus,
 )
@@ -33,10 +38,11 @@ from bot.parameters import ParameterError, validate_parameters
 from bot.settings import Settings
 from bot.slack import SlackError, SlackMessenger
 from bot.storage import S3Storage, StorageError
-from bot.store import Store
+from bot.store import RequestClaim, RequestSuperseded, Store
 from bot.tasks import BackgroundTasks
 from bot.uploads import InputRelay
 from workflows.client import (
+    ENABLED_SELECTOR,
     ArgoClient,
     ArgoError,
     ArgoNotFound,
@@ -46,12 +52,17 @@ from workflows.client import (
 from workflows.manifest import (
     CHANNEL_ANNOTATION,
     MANAGED_LABEL,
+    RUN_LABEL,
     THREAD_ANNOTATION,
     USER_ANNOTATION,
     build_workflow,
     hook_token,
+    is_label_value,
     workflow_name,
 )
+
+if TYPE_CHECKING:
+    from bot.access import Access
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +70,38 @@ TEMPLATE_CACHE_SECONDS = 30.0
 ANNOUNCE_LEASE_SECONDS = 120.0
 # After a hook, Argo may still say Running (exit handlers run before completion).
 HOOK_RECHECK_DELAYS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+# Announcements in progress at once (first come, first served): a thousand hooks at once
+# otherwise advance a thousand announcements in lockstep, and even the first ends last.
+ANNOUNCE_CONCURRENCY = 32
+# Hooked runs claimed ahead of the announcements (a queue short enough for no lease to lapse).
+CLAIM_AHEAD = 2 * ANNOUNCE_CONCURRENCY
+# Thread roots edited at once after announcements: the results themselves go out first.
+ROOT_EDIT_CONCURRENCY = 4
+# After a hook's announcement, its root is edited once no announcement is left to make, or
+# after this many seconds (a cosmetic edit must not take a result's turn in a burst).
+ROOT_EDIT_DEFER_SECONDS = 5.0
+# Hooks are checked in batches: how long a batch gathers, and its largest size.
+HOOK_BATCH_WINDOW = 0.02
+HOOK_BATCH_MAX = CLAIM_AHEAD
+MARK_BATCH_MAX = 500
 POLL_CREATED_MARGIN = timedelta(minutes=10)
 POLL_CONCURRENCY = 8
 POLL_LEASE = "poll-cycle"
 # A run still `submitting` after this long lost its replica around the create call.
 SUBMISSION_GRACE_SECONDS = 120.0
+# A run still `uploading` after this long lost its replica while copying files from Slack.
+UPLOAD_GRACE_SECONDS = 15 * 60.0
+# Such a run is still created if it is this young; an older one is reported as not started.
+RESUBMIT_WITHIN = timedelta(hours=1)
 
 
 class UserError(Exception):
     """Something the person who asked must hear about, in plain words."""
+
+
+class TryLater(Exception):
+    """Nothing was started, for a reason that should pass (Slack down): the recorded request
+    stays pending, and a later poll cycle starts it (see bot/journal.py)."""
 
 
 class Outcome(enum.Enum):
@@ -90,6 +124,47 @@ class PollReport:
     skipped: bool = False  # another replica holds the poll lease
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A hooked run this replica claimed in a batch: its waiter announces it."""
+
+    run: Run
+    status: WorkflowStatus
+
+
+Checked = Outcome | Claimed
+
+
+class Mark(NamedTuple):
+    """A run whose result was posted: how it ended, for the runs table."""
+
+    name: str
+    phase: Phase
+    finished_at: datetime | None
+
+
+def _unannounceable(run: Run) -> Outcome | None:
+    """Why a stored run cannot be announced now, from its state alone; None if it may be."""
+    if run.state is RunState.ANNOUNCED:
+        return Outcome.ALREADY_ANNOUNCED
+    if run.state is not RunState.RUNNING:
+        return Outcome.NOT_COMPLETED if run.state is RunState.SUBMITTING else Outcome.NOT_OURS
+    return None
+
+
+T = TypeVar("T")
+
+
+def _settle(waiting: list[asyncio.Future[T]], result: T | BaseException) -> None:
+    for future in waiting:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
 class RunService:
     def __init__(
         self,
@@ -101,10 +176,14 @@ class RunService:
         store: Store,
         tasks: BackgroundTasks,
         instance_id: str,
+        access: Access,
         metrics: Metrics | None = None,
         relay: InputRelay | None = None,
+        journal: RequestJournal | None = None,
     ) -> None:
         self._settings = settings
+        self._access = access
+        self._journal = journal
         self._relay = relay
         self._argo = argo
         self._slack = slack
@@ -117,17 +196,47 @@ class RunService:
         self._following: set[str] = set()
         # Seconds between re-reads after a hook (Argo may still say Running); then the poller.
         self.recheck_delays: tuple[float, ...] = HOOK_RECHECK_DELAYS
+        self._announcing = asyncio.Semaphore(ANNOUNCE_CONCURRENCY)
+        self._root_edits = asyncio.Semaphore(ROOT_EDIT_CONCURRENCY)
+        self._claimed = 0  # announcements claimed by this replica and not finished
+        self._claim_room = asyncio.Event()
+        self._no_claims = asyncio.Event()
+        self._no_claims.set()
+        self._releasing: set[asyncio.Task[None]] = set()
+        self._hooks: Coalescer[str, Checked] = Coalescer(
+            self._check_hooked,
+            window=HOOK_BATCH_WINDOW,
+            max_batch=HOOK_BATCH_MAX,
+            room=self._room_for_claims,
+            abandoned=self._abandon_claim,
+        )
+        # Runs whose results are posted are marked announced together: each batch holds those
+        # posted while the previous one was being written (no wait when the bot is idle).
+        self._marks: Coalescer[Mark, None] = Coalescer(
+            self._mark_announced, window=0.0, max_batch=MARK_BATCH_MAX
+        )
+        self.submission_grace_seconds = SUBMISSION_GRACE_SECONDS
+        self.upload_grace_seconds = UPLOAD_GRACE_SECONDS
 
     # -- start -------------------------------------------------------------------------
 
-    async def start_run(self, request: RunRequest, inputs: RunInputs | None = None) -> Run:
+    async def start_run(
+        self,
+        request: RunRequest,
+        inputs: RunInputs | None = None,
+        *,
+        claim: RequestClaim | None = None,
+    ) -> Run:
         """Start a run, or raise UserError having left nothing behind.
 
         Files from Slack (`inputs`) are matched to the template's input artifacts before
         anything is posted, and are in S3 before the Workflow that reads them exists. With
         `inputs.thread_ts` the run lives in the thread of the person's own message.
+        `claim` is the recorded request this run answers (see bot/journal.py): it is marked
+        done with the run, and RequestSuperseded means another replica took it over.
         """
         template = await self._template(request.template)
+        await self._access.check_run(template.name, request.origin)
         inputs = inputs or RunInputs()
         given, assignments = split_assignments(template, request.parameters)
         try:
@@ -163,6 +272,8 @@ class RunService:
         try:
             root_ts = await self._slack.post(origin.channel_id, root, thread_ts=inputs.thread_ts)
         except SlackError as error:
+            if error.transient and claim is not None:
+                raise TryLater(f"Slack did not take the thread root of {name}: {error}") from error
             raise UserError(
                 f"I could not post in this channel ({error}). "
                 "Invite me with `/invite @argo-chatops` and try again."
@@ -182,28 +293,16 @@ class RunService:
             state=RunState.UPLOADING if planned else RunState.SUBMITTING,
             created_at=datetime.now(UTC),
         )
-        await self._store.add_run(run)
+        try:
+            await self._store.add_run(run, claim)
+        except RequestSuperseded:
+            with suppress(SlackError):
+                await self._slack.delete(origin.channel_id, root_ts)
+            raise
         if planned:
             run = await self._upload_inputs(run, planned)
-        manifest = build_workflow(
-            name=name,
-            namespace=self._argo.namespace,
-            template=template.name,
-            parameters=parameters,
-            hook_url=self._settings.hook_url,
-            hook_token=hook_token(
-                self._settings.webhook_secret.get_secret_value(), self._argo.namespace, name
-            ),
-            notify_template=self._settings.argo_notify_template,
-            annotations={
-                USER_ANNOTATION: origin.user_id,
-                CHANNEL_ANNOTATION: origin.channel_id,
-                THREAD_ANNOTATION: thread_ts,
-            },
-            input_artifacts={item.artifact: item.key for item in run.inputs},
-        )
         try:
-            await self._create(manifest, name)
+            await self._create(self._manifest(run), name)
         except ArgoError as error:
             await self._store.set_state(name, RunState.REJECTED)
             if run.inputs and self._relay is not None:
@@ -217,6 +316,26 @@ class RunService:
         self._metrics.run_started(template.name)
         logger.info("run started", extra={"run": name, "template": template.name})
         return run.model_copy(update={"state": RunState.RUNNING})
+
+    def _manifest(self, run: Run) -> dict:
+        """The Workflow of a recorded run: the same manifest whenever it is built."""
+        return build_workflow(
+            name=run.name,
+            namespace=run.namespace,
+            template=run.template,
+            parameters=run.parameters,
+            hook_url=self._settings.hook_url,
+            hook_token=hook_token(
+                self._settings.webhook_secret.get_secret_value(), run.namespace, run.name
+            ),
+            notify_template=self._settings.argo_notify_template,
+            annotations={
+                USER_ANNOTATION: run.user_id,
+                CHANNEL_ANNOTATION: run.channel_id,
+                THREAD_ANNOTATION: run.thread_ts or "",
+            },
+            input_artifacts={item.artifact: item.key for item in run.inputs},
+        )
 
     async def _upload_inputs(self, run: Run, planned: list[PlannedInput]) -> Run:
         """Stream the files into S3; a failure leaves no object, no Workflow and no root."""
@@ -276,6 +395,10 @@ class RunService:
         """A template as the bot understands it (cached briefly); UserError when unusable."""
         return await self._template(name)
 
+    async def authorize(self, template: TemplateInfo, origin: SlackOrigin) -> None:
+        """AccessDenied unless the policy lets this person run `template` there right now."""
+        await self._access.check_run(template.name, origin)
+
     async def _unused_name(self, template: str) -> str:
         """A `<template>-<suffix>` name no run of ours has used (the store keeps every run)."""
         for _ in range(8):
@@ -300,20 +423,34 @@ class RunService:
                 f"Argo is not answering right now ({error.message}). Nothing was started; "
                 "try again in a minute."
             ) from error
+        if not self._runnable(template):
+            # Answered exactly like a template Argo does not have: its existence stays hidden.
+            available = await self._available_templates()
+            raise UserError(messages.unknown_template(name, available))
         self._templates[name] = (time.monotonic(), template)
         return template
 
+    def _runnable(self, template: TemplateInfo) -> bool:
+        """Opted in with the enabled label; the exit-hook notifier never is, labelled or not."""
+        return template.enabled and template.name != self._settings.argo_notify_template
+
+    async def runnable_templates(self) -> list[TemplateInfo]:
+        """The templates Slack may see and run (one Argo list call; ArgoError when it fails)."""
+        listed = await self._argo.list_templates(ENABLED_SELECTOR)
+        return [template for template in listed if self._runnable(template)]
+
     async def _available_templates(self) -> list[TemplateInfo]:
         try:
-            return await self._argo.list_templates()
+            return await self.runnable_templates()
         except ArgoError:
             logger.warning("could not list templates", exc_info=True)
             return []
 
     # -- finish ------------------------------------------------------------------------
 
-    async def known_run(self, name: str) -> Run | None:
-        return await self._store.get_run(name)
+    async def run_namespace(self, name: str) -> str | None:
+        """The namespace of a run of ours, None when it is not ours: all a hook needs checked."""
+        return await self._store.run_namespace(name)
 
     def follow_hook(self, name: str) -> None:
         """Re-read the workflow a hook named until Argo says it completed (seconds, not a poll)."""
@@ -330,17 +467,25 @@ class RunService:
                 if delay and not await self._tasks.sleep(delay):
                     return  # shutting down: the poller of this or another replica takes over
                 try:
-                    outcome = await self.finish(name)
+                    outcome = await self._finish_hooked(name, received)
                 except (ArgoError, SlackError, StorageError) as error:
                     logger.warning("finishing %s failed, will retry: %s", name, error)
                     continue
-                if outcome is Outcome.ANNOUNCED:
-                    self._metrics.hook_to_announcement.observe(time.monotonic() - received)
                 if outcome.is_final:
                     return
             logger.info("%s still not completed after its hook; the poller will finish it", name)
         finally:
             self._following.discard(name)
+
+    async def _finish_hooked(self, name: str, received: float) -> Outcome:
+        """`finish` for a hook, whose run, workflow and claim are read in a batch with others."""
+        checked = await self._hooks.submit(name)
+        if isinstance(checked, Outcome):
+            return checked
+        await self._announce_claimed(checked.run, checked.status)
+        self._metrics.hook_to_announcement.observe(time.monotonic() - received)
+        await self._show_final(checked.run, checked.status, after_burst=True)
+        return Outcome.ANNOUNCED
 
     async def finish(self, name: str) -> Outcome:
         """Announce a run if Argo says it is over and nobody announced it yet."""
@@ -348,10 +493,8 @@ class RunService:
         run = await self._store.get_run(name)
         if run is None:
             return Outcome.NOT_OURS
-        if run.state is RunState.ANNOUNCED:
-            return Outcome.ALREADY_ANNOUNCED
-        if run.state is not RunState.RUNNING:
-            return Outcome.NOT_COMPLETED if run.state is RunState.SUBMITTING else Outcome.NOT_OURS
+        if (outcome := _unannounceable(run)) is not None:
+            return outcome
         try:
             status = await self._argo.get_workflow(name)
         except ArgoNotFound:
@@ -362,13 +505,127 @@ class RunService:
             name, self._instance_id, ANNOUNCE_LEASE_SECONDS
         ):
             return Outcome.ALREADY_ANNOUNCED
-        try:
-            await self._announce(run, status)
-        except BaseException:
-            await self._store.release_claim(name, self._instance_id)
-            raise
-        self._metrics.run_finished(run.template, status.phase.value)
+        self._count_claims(1)
+        await self._announce_claimed(run, status)
+        await self._show_final(run, status)
         return Outcome.ANNOUNCED
+
+    async def _check_hooked(self, batch: Batch[str, Checked]) -> None:
+        """A batch of hooked runs: one read of the runs, one Argo list, one claim statement.
+
+        Each run's first waiter gets its outcome, or the claim (`Claimed`) to announce it;
+        a second waiter of the same run hears ALREADY_ANNOUNCED, as a lost claim race would.
+        """
+        stored = await self._store.get_runs(batch)
+        reading: list[str] = []
+        for name in batch:
+            run = stored.get(name)
+            outcome = Outcome.NOT_OURS if run is None else _unannounceable(run)
+            if outcome is None:
+                reading.append(name)
+            else:
+                _settle(batch[name], outcome)
+        if not reading:
+            return
+        statuses = await self._read_workflows(reading)
+        completed: list[str] = []
+        for name in reading:
+            status = statuses[name]
+            if isinstance(status, ArgoNotFound):
+                _settle(batch[name], Outcome.GONE)
+            elif isinstance(status, ArgoError):
+                _settle(batch[name], status)
+            elif not status.completed:
+                _settle(batch[name], Outcome.NOT_COMPLETED)
+            else:
+                completed.append(name)
+        if not completed:
+            return
+        claimed = await self._store.claim_announcements(
+            completed, self._instance_id, ANNOUNCE_LEASE_SECONDS
+        )
+        for name in completed:
+            if name not in claimed:
+                _settle(batch[name], Outcome.ALREADY_ANNOUNCED)
+                continue
+            taker = next((f for f in batch[name] if not f.done()), None)
+            if taker is None:  # every waiter was cancelled (shutdown): let it go at once
+                await self._store.release_claim(name, self._instance_id)
+                continue
+            self._count_claims(1)
+            status = statuses[name]
+            assert isinstance(status, WorkflowStatus)
+            taker.set_result(Claimed(stored[name], status))
+            _settle(batch[name], Outcome.ALREADY_ANNOUNCED)
+
+    async def _read_workflows(self, names: list[str]) -> dict[str, WorkflowStatus | ArgoError]:
+        """The workflows of a batch: one list call by their run label, and a GET for any it
+        did not return (submitted before the label existed, or no longer in Argo)."""
+        found: dict[str, WorkflowStatus | ArgoError] = {}
+        labelled = [name for name in names if is_label_value(name)]
+        if labelled:
+            selector = f"{RUN_LABEL} in ({','.join(labelled)})"
+            wanted = set(labelled)
+            for status in await self._argo.list_workflows(selector, with_nodes=True):
+                if status.name in wanted:
+                    found[status.name] = status
+
+        async def get(name: str) -> None:
+            try:
+                found[name] = await self._argo.get_workflow(name)
+            except ArgoError as error:
+                found[name] = error
+
+        await asyncio.gather(*(get(name) for name in names if name not in found))
+        return found
+
+    def _abandon_claim(self, name: str, checked: Checked) -> None:
+        """A hook's task was cancelled (shutdown) just as its claim arrived: give it back."""
+        if not isinstance(checked, Claimed):
+            return
+        self._count_claims(-1)
+        release = asyncio.get_running_loop().create_task(
+            self._store.release_claim(name, self._instance_id), name=f"release-claim:{name}"
+        )
+        self._releasing.add(release)
+        release.add_done_callback(self._released)
+
+    def _released(self, task: asyncio.Task[None]) -> None:
+        self._releasing.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.warning("could not give back an abandoned claim: %s", error)
+
+    def _count_claims(self, change: int) -> None:
+        self._claimed += change
+        if self._claimed:
+            self._no_claims.clear()
+        else:
+            self._no_claims.set()
+        if self._claimed < CLAIM_AHEAD:
+            self._claim_room.set()
+        else:
+            self._claim_room.clear()
+
+    async def _room_for_claims(self) -> int:
+        """How many hooked runs the next batch may take: claims stay at most CLAIM_AHEAD
+        ahead of the announcements, so no lease runs out while its run waits its turn."""
+        while self._claimed >= CLAIM_AHEAD:
+            self._claim_room.clear()
+            await self._claim_room.wait()
+        return CLAIM_AHEAD - self._claimed
+
+    async def _announce_claimed(self, run: Run, status: WorkflowStatus) -> None:
+        """Announce a run this replica claimed (its turn among ANNOUNCE_CONCURRENCY slots,
+        first come first served); the claim is released if that fails."""
+        try:
+            async with self._announcing:
+                await self._announce(run, status)
+        except BaseException:
+            await self._store.release_claim(run.name, self._instance_id)
+            raise
+        finally:
+            self._count_claims(-1)
+        self._metrics.run_finished(run.template, status.phase.value)
 
     async def _announce(self, run: Run, status: WorkflowStatus) -> None:
         ui_link = self._settings.argo_ui_link(run.namespace, run.name)
@@ -377,61 +634,145 @@ class RunService:
             status, artifacts, ui_link=ui_link, user_id=run.user_id, with_buttons=True
         )
         await self._slack.post(run.channel_id, result, thread_ts=run.thread_ts)
-        await self._store.mark_announced(
-            run.name, self._instance_id, status.phase, status.finished_at
-        )
+        await self._marks.submit(Mark(run.name, status.phase, status.finished_at))
         logger.info("run announced", extra={"run": run.name, "phase": status.phase.value})
-        await self._show(run, ui_link, status=status)
+
+    async def _mark_announced(self, batch: Batch[Mark, None]) -> None:
+        await self._store.mark_many_announced(batch, self._instance_id)
+        for waiting in batch.values():
+            _settle(waiting, None)
+
+    async def _show_final(
+        self, run: Run, status: WorkflowStatus, *, after_burst: bool = False
+    ) -> None:
+        """The thread root shows how the run ended, after its announcement and a few at a time.
+
+        `after_burst` (hooks): first wait until this replica has no claimed announcement left
+        (at most ROOT_EDIT_DEFER_SECONDS), so that in a burst the results go out first.
+        """
+        if after_burst and not self._tasks.closing:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._no_claims.wait(), ROOT_EDIT_DEFER_SECONDS)
+        async with self._root_edits:
+            ui_link = self._settings.argo_ui_link(run.namespace, run.name)
+            await self._show(run, ui_link, status=status)
 
     async def _linked_artifacts(self, name: str, found: tuple[Artifact, ...]) -> list[Artifact]:
-        return list(await asyncio.gather(*(self._link(name, a) for a in found)))
+        """Sizes and presigned links, only for objects under this run's own prefixes.
 
-    async def _link(self, name: str, artifact: Artifact) -> Artifact:
-        """Size and a presigned link, only for objects under this run's own prefixes."""
-        bucket = artifact.bucket or self._storage.bucket
-        artifact = artifact.model_copy(update={"bucket": bucket})
-        if not artifact.key.startswith((f"sessions/{name}/", f"{name}/")):
-            return artifact
-        try:
-            size = await self._storage.object_size(artifact.key, bucket)
-        except StorageError:
-            logger.warning("could not read the size of %s", artifact.key, exc_info=True)
-        else:
-            if size is None:
+        Sizes come from one listing per prefix in use (not a HEAD per artifact); an artifact
+        missing from its listing gets no link. When S3 cannot list, links go out unsized.
+        """
+        own = (f"sessions/{name}/", f"{name}/")
+        placed = []
+        for artifact in found:
+            bucket = artifact.bucket or self._storage.bucket
+            prefix = next((p for p in own if artifact.key.startswith(p)), None)
+            placed.append((artifact.model_copy(update={"bucket": bucket}), prefix))
+        wanted = sorted({(a.bucket, prefix) for a, prefix in placed if prefix is not None})
+        listed = await asyncio.gather(*(self._sizes(*where) for where in wanted))
+        listings = dict(zip(wanted, listed, strict=True))
+
+        async def link(artifact: Artifact, prefix: str | None) -> Artifact:
+            if prefix is None:
                 return artifact
-            artifact = artifact.model_copy(update={"size": size})
-        url = await self._storage.presigned_get_url(
-            artifact.key, self._settings.presign_expiry_seconds, bucket
-        )
-        return artifact.model_copy(update={"url": url})
+            sizes = listings[(artifact.bucket, prefix)]
+            if sizes is not None:
+                if artifact.key not in sizes:
+                    return artifact
+                artifact = artifact.model_copy(update={"size": sizes[artifact.key]})
+            url = await self._storage.presigned_get_url(
+                artifact.key, self._settings.presign_expiry_seconds, artifact.bucket
+            )
+            return artifact.model_copy(update={"url": url})
+
+        return list(await asyncio.gather(*(link(a, prefix) for a, prefix in placed)))
+
+    async def _sizes(self, bucket: str, prefix: str) -> dict[str, int] | None:
+        try:
+            return await self._storage.object_sizes(prefix, bucket)
+        except StorageError:
+            logger.warning("could not list %s in %s", prefix, bucket, exc_info=True)
+            return None
 
     # -- recovery ------------------------------------------------------------------------
 
     async def _settle_interrupted_submissions(self) -> None:
         """Runs whose replica died around the create call: look them up by their chosen name.
 
-        Nothing is re-submitted blindly: a workflow Argo has becomes a tracked run, one it
-        does not have is reported in its thread as not started.
+        Nothing is re-submitted blindly: a workflow Argo has becomes a tracked run. One it
+        does not have is created now under the same name (Argo refuses a second workflow of
+        that name, so this cannot start it twice), unless the run is too old to start
+        unasked: then it is reported in its thread as not started.
         """
-        for run in await self._store.stale_submissions(SUBMISSION_GRACE_SECONDS):
+        for stale in await self._store.stale_runs(
+            RunState.SUBMITTING, self.submission_grace_seconds
+        ):
             try:
-                await self._argo.get_workflow(run.name)
+                await self._argo.get_workflow(stale.name)
             except ArgoNotFound:
-                if await self._store.settle_submission(run.name, RunState.REJECTED):
-                    await self._tell_not_started(run)
+                await self._submit_again(stale)
                 continue
             except ArgoError as error:
-                logger.warning("cannot check interrupted submission %s: %s", run.name, error)
+                logger.warning("cannot check interrupted submission %s: %s", stale.name, error)
                 continue
-            if await self._store.settle_submission(run.name, RunState.RUNNING):
-                logger.info("recovered interrupted submission %s", run.name)
+            if await self._store.settle_submission(stale.name, RunState.RUNNING):
+                logger.info("recovered interrupted submission %s", stale.name)
 
-    async def _tell_not_started(self, run: Run) -> None:
+    async def _submit_again(self, stale: Run) -> None:
+        run = await self._store.get_run(stale.name)
+        age = datetime.now(UTC) - stale.created_at
+        if run is None or age > RESUBMIT_WITHIN:
+            if await self._store.settle_submission(stale.name, RunState.REJECTED):
+                await self._tell_not_started(stale)
+            return
+        try:
+            await self._create(self._manifest(run), run.name)
+        except ArgoRejected as error:
+            if await self._store.settle_submission(run.name, RunState.REJECTED):
+                await self._tell_not_started(
+                    run, why=f"Argo refused {messages.code(run.name)} ({error.message})"
+                )
+            return
+        except ArgoError as error:
+            logger.warning("could not submit interrupted run %s again: %s", run.name, error)
+            return
+        if await self._store.settle_submission(run.name, RunState.RUNNING):
+            logger.info("submitted interrupted run %s under its own name", run.name)
+            self._metrics.run_started(run.template)
+
+    async def _restart_interrupted_uploads(self) -> None:
+        """Runs whose replica died while copying their files: nothing reached Argo. The run is
+        dropped with its status message and partial inputs, and the request it came from
+        starts again (next cycle); without a recorded request the thread is told."""
+        for run in await self._store.stale_runs(RunState.UPLOADING, self.upload_grace_seconds):
+            dropped, reopened = await self._store.abandon_upload(run.name)
+            if not dropped:
+                continue
+            logger.info(
+                "upload of %s was interrupted; %s",
+                run.name,
+                "starting it again" if reopened else "telling its thread",
+            )
+            run = await self._store.get_run(run.name) or run
+            if run.inputs and self._relay is not None:
+                await self._relay.discard(run.inputs)
+            if reopened:
+                if run.root_ts:
+                    with suppress(SlackError):
+                        await self._slack.delete(run.channel_id, run.root_ts)
+            else:
+                await self._tell_not_started(
+                    run,
+                    why=f"The bot stopped while copying the files of {messages.code(run.name)}",
+                )
+
+    async def _tell_not_started(self, run: Run, *, why: str | None = None) -> None:
         if not run.thread_ts:
             return
+        why = why or f"The bot stopped before Argo confirmed {messages.code(run.name)}"
         text = (
-            f":warning: The bot stopped before Argo confirmed {messages.code(run.name)}; "
-            f"it was not started. <@{run.user_id}>, please run the command again."
+            f":warning: {why}; it was not started. <@{run.user_id}>, please run the command again."
         )
         note = messages.SlackMessage(text=text, blocks=[])
         try:
@@ -451,6 +792,9 @@ class RunService:
         if not await self._store.acquire_lease(POLL_LEASE, self._instance_id, lease_seconds):
             return PollReport(listed=0, pending=0, announced=0, skipped=True)
         await self._settle_interrupted_submissions()
+        await self._restart_interrupted_uploads()
+        if self._journal is not None:
+            await self._journal.resume_stale()
         waiting = await self._store.waiting_runs()
         if not waiting:
             return PollReport(listed=0, pending=0, announced=0)

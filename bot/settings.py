@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.policy import load_policy
 from bot.routes import load_routes
 from bot.slack_files import FileHosts
 
@@ -65,6 +66,11 @@ class Settings(BaseSettings):
     # YAML: channel → template, default parameters, allowed file types (see bot/routes.py).
     routes_file: Path | None = None
 
+    # Access: YAML naming who may run which template where, who may stop, retry or resubmit
+    # other people's runs, the admins, and rate limits (see bot/policy.py). Unset: the default
+    # policy (anyone may run enabled templates; people control only their own runs).
+    policy_file: Path | None = None
+
     # HTTP server
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 3000
@@ -80,7 +86,7 @@ class Settings(BaseSettings):
             raw = raw[len("bearer ") :].strip()
         return SecretStr(raw)
 
-    @field_validator("slack_app_token", "routes_file", mode="before")
+    @field_validator("slack_app_token", "routes_file", "policy_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """An empty value, as in a copied .env, means unset: `SLACK_APP_TOKEN=` is HTTP mode,
@@ -102,6 +108,13 @@ class Settings(BaseSettings):
     def _routes_file_is_valid(cls, path: Path | None) -> Path | None:
         """Validated at start-up, so a typo stops the service instead of the first drop."""
         load_routes(path)
+        return path
+
+    @field_validator("policy_file", mode="after")
+    @classmethod
+    def _policy_file_is_valid(cls, path: Path | None) -> Path | None:
+        """Validated at start-up: a typo must stop the service, not let the wrong people in."""
+        load_policy(path)
         return path
 
     @field_validator("database_url")

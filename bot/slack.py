@@ -21,7 +21,25 @@ logger = logging.getLogger(__name__)
 
 
 class SlackError(Exception):
-    """Slack refused a call or could not be reached (the message never names the token)."""
+    """Slack refused a call or could not be reached (the message never names the token).
+
+    `transient`: Slack was down, overloaded or unreachable even after the client's retries,
+    so the same call may well work later; otherwise Slack refused it for a reason.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# Error codes Slack answers when the problem is on its side or momentary.
+TRANSIENT_SLACK_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+
+
+def _is_transient(code: str) -> bool:
+    return code in TRANSIENT_SLACK_ERRORS or code.startswith(("HTTP 5", "HTTP 429"))
 
 
 def slack_error_code(error: SlackApiError) -> str:
@@ -177,7 +195,12 @@ class SlackMessenger:
                 method, json={k: v for k, v in arguments.items() if v is not None}
             )
         except SlackApiError as error:
-            raise SlackError(f"Slack {method} failed: {slack_error_code(error)}") from error
+            code = slack_error_code(error)
+            raise SlackError(
+                f"Slack {method} failed: {code}", transient=_is_transient(code)
+            ) from error
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise SlackError(f"Slack {method} unreachable: {error.__class__.__name__}") from error
+            raise SlackError(
+                f"Slack {method} unreachable: {error.__class__.__name__}", transient=True
+            ) from error
         return dict(response.data) if isinstance(response.data, dict) else {}

@@ -1,4 +1,4 @@
-"""S3 / MinIO through aiobotocore: streamed uploads, object metadata and presigned links."""
+"""S3 / MinIO through aiobotocore: streamed uploads, object listings and presigned links."""
 
 from __future__ import annotations
 
@@ -76,17 +76,25 @@ class S3Storage:
             raise RuntimeError("S3Storage is not open")
         return self._client
 
-    async def object_size(self, key: str, bucket: str | None = None) -> int | None:
-        """The object's size in bytes, or None when it does not exist."""
+    async def object_sizes(self, prefix: str, bucket: str | None = None) -> dict[str, int]:
+        """Key → size of every object under `prefix`: one ListObjectsV2 per 1,000 keys.
+
+        What a run's artifacts cost to size: one request per run instead of a HEAD each.
+        """
+        sizes: dict[str, int] = {}
+        params: dict[str, Any] = {"Bucket": bucket or self.bucket, "Prefix": prefix}
         try:
-            head = await self._client.head_object(Bucket=bucket or self.bucket, Key=key)
+            while True:
+                page = await self._client.list_objects_v2(**params)
+                for item in page.get("Contents") or []:
+                    sizes[str(item["Key"])] = int(item["Size"])
+                if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                    return sizes
+                params["ContinuationToken"] = page["NextContinuationToken"]
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise StorageError(f"S3 refused HEAD {key}: {_code(error)}") from error
+            raise StorageError(f"S3 refused to list {prefix}: {_code(error)}") from error
         except BotoCoreError as error:
             raise StorageError(f"S3 unreachable: {error.__class__.__name__}") from error
-        return int(head["ContentLength"])
 
     async def upload_stream(
         self,

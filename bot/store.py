@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as sa_postgresql
@@ -19,7 +20,7 @@ from sqlalchemy.dialects import sqlite as sa_sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bot.models import Phase, Run, RunInput, RunState
+from bot.models import AuditEntry, Phase, Run, RunInput, RunState
 
 _IN_CLAUSE_CHUNK = 500
 
@@ -99,6 +100,50 @@ run_controls = sa.Table(
     sa.Column("progress_at", sa.Float),
 )
 
+# What people asked for, written before the bot acknowledges them: a replica that dies
+# after the ack leaves the request here, and the poll cycle of any replica finishes it.
+# `run_name` links the run it became; `claim_until` is the lease of whoever works on it.
+run_requests = sa.Table(
+    "run_requests",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # command | message | form
+    sa.Column("payload", sa.Text, nullable=False),  # JSON: what is needed to start it again
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("channel_id", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | done | failed
+    sa.Column("run_name", sa.String(63)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=1),
+    sa.Column("claim_owner", sa.String(64)),
+    sa.Column("claim_until", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("run_requests_pending", run_requests.c.state, run_requests.c.claim_until)
+
+# Who did what from Slack or through the exit hook, and how it went (schema step 5): read by
+# `/argo audit [workflow]`. `target` is the workflow when there is one, else the template.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(64)),  # a Slack user id; none for the exit hook
+    sa.Column("channel", sa.String(64)),
+    sa.Column("action", sa.String(16), nullable=False),  # command | button | file | hook | modal
+    sa.Column("target", sa.String(253)),
+    sa.Column("outcome", sa.String(16), nullable=False),  # ok | denied | invalid | error
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+)
+sa.Index("audit_log_by_target", audit_log.c.target, audit_log.c.id)
+# Rate limits count a person's or a channel's runs of the last hour: one index range each.
+_runs_by_user = sa.Index("runs_by_user", runs.c.user_id, runs.c.created_at)
+_runs_by_channel = sa.Index("runs_by_channel", runs.c.channel_id, runs.c.created_at)
+
 # Replicas starting together must not migrate at the same time (PostgreSQL advisory lock key).
 _MIGRATION_LOCK_KEY = 0x61726763  # "argc"
 
@@ -122,6 +167,17 @@ def _add_run_inputs(connection: sa.Connection) -> None:
     metadata.create_all(connection, tables=[run_inputs], checkfirst=True)
 
 
+def _add_run_requests(connection: sa.Connection) -> None:
+    metadata.create_all(connection, tables=[run_requests], checkfirst=True)
+
+
+def _add_audit_log(connection: sa.Connection) -> None:
+    """The audit trail, and the `runs` indexes that rate limits count with."""
+    metadata.create_all(connection, tables=[audit_log], checkfirst=True)
+    _runs_by_user.create(connection, checkfirst=True)
+    _runs_by_channel.create(connection, checkfirst=True)
+
+
 # Numbered schema changes, applied in order at start-up; never edit a released step, add one.
 # Tables added later are also created from `metadata`; changes to existing tables (new
 # columns, indexes) must be steps here so that existing databases get them.
@@ -129,6 +185,8 @@ MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
     _create_initial_tables,
     _create_leases,
     _add_run_inputs,
+    _add_run_requests,
+    _add_audit_log,
 )
 
 
@@ -161,7 +219,11 @@ class Store:
     def from_url(cls, url: str) -> Store:
         async_url = async_database_url(url)
         if async_url.startswith("sqlite"):
-            engine = create_async_engine(async_url, connect_args={"timeout": 30})
+            # SQLite has one writer: one pooled connection (one aiosqlite thread) instead of
+            # up to 15 that fight the event loop for the GIL and sleep in the busy handler.
+            in_memory = make_url(async_url).database in (None, "", ":memory:")
+            pool = {} if in_memory else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
+            engine = create_async_engine(async_url, connect_args={"timeout": 30}, **pool)
             sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             engine = create_async_engine(
@@ -205,8 +267,25 @@ class Store:
 
     # -- runs --------------------------------------------------------------------------
 
-    async def add_run(self, run: Run) -> None:
+    async def add_run(self, run: Run, request: RequestClaim | None = None) -> None:
+        """Record a run; with `request`, also mark the request it came from as done.
+
+        Both happen in one transaction, and only while `request` is still held by the one
+        starting the run, so a request taken over by another replica becomes one run only.
+        """
         async with self._engine.begin() as connection:
+            if request is not None:
+                linked = await connection.execute(
+                    run_requests.update()
+                    .where(
+                        run_requests.c.id == request.id,
+                        run_requests.c.state == "pending",
+                        run_requests.c.claim_owner == request.claim,
+                    )
+                    .values(state="done", run_name=run.name)
+                )
+                if linked.rowcount != 1:
+                    raise RequestSuperseded(request.id)
             await connection.execute(
                 runs.insert().values(
                     name=run.name,
@@ -235,6 +314,34 @@ class Store:
             )
             inputs = [_input_from_row(item) for item in await connection.execute(query)]
         return _run_from_row(row).model_copy(update={"inputs": tuple(inputs)})
+
+    async def run_namespace(self, name: str) -> str | None:
+        """The namespace of a stored run, or None: what an exit hook needs to be checked."""
+        query = sa.select(runs.c.namespace).where(runs.c.name == name)
+        async with self._engine.connect() as connection:
+            return (await connection.execute(query)).scalar()
+
+    async def get_runs(self, names: Iterable[str]) -> dict[str, Run]:
+        """Several runs with their input files, in two queries per chunk of names."""
+        wanted = list(dict.fromkeys(names))
+        found: dict[str, Run] = {}
+        inputs: dict[str, list[RunInput]] = {}
+        async with self._engine.connect() as connection:
+            for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
+                chunk = wanted[start : start + _IN_CLAUSE_CHUNK]
+                for row in await connection.execute(runs.select().where(runs.c.name.in_(chunk))):
+                    found[row.name] = _run_from_row(row)
+                query = (
+                    run_inputs.select()
+                    .where(run_inputs.c.run_name.in_(chunk))
+                    .order_by(run_inputs.c.run_name, run_inputs.c.position)
+                )
+                for row in await connection.execute(query):
+                    inputs.setdefault(row.run_name, []).append(_input_from_row(row))
+        return {
+            name: run.model_copy(update={"inputs": tuple(inputs[name])}) if name in inputs else run
+            for name, run in found.items()
+        }
 
     async def add_inputs(self, name: str, inputs: Iterable[RunInput]) -> None:
         """Record the uploaded input files of a run (their size and SHA-256 are known)."""
@@ -300,6 +407,32 @@ class Store:
             result = await connection.execute(statement)
         return result.rowcount == 1
 
+    async def claim_announcements(
+        self, names: Iterable[str], owner: str, lease_seconds: float
+    ) -> set[str]:
+        """`claim_announcement` for many runs in one statement per chunk; the names won.
+
+        UPDATE … RETURNING (SQLite ≥ 3.35, PostgreSQL): each row is claimed atomically, so
+        replicas claiming overlapping batches at once never both win the same run.
+        """
+        wanted = sorted(set(names))  # one lock order for every replica's batch
+        won: set[str] = set()
+        now = _now()
+        async with self._engine.begin() as connection:
+            for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
+                statement = (
+                    runs.update()
+                    .where(
+                        runs.c.name.in_(wanted[start : start + _IN_CLAUSE_CHUNK]),
+                        runs.c.state == RunState.RUNNING.value,
+                        sa.or_(runs.c.claim_until.is_(None), runs.c.claim_until < now),
+                    )
+                    .values(claim_owner=owner, claim_until=now + lease_seconds)
+                    .returning(runs.c.name)
+                )
+                won.update((await connection.execute(statement)).scalars())
+        return won
+
     async def mark_announced(
         self, name: str, owner: str, phase: Phase, finished_at: datetime | None
     ) -> bool:
@@ -318,6 +451,35 @@ class Store:
         async with self._engine.begin() as connection:
             result = await connection.execute(statement)
         return result.rowcount == 1
+
+    async def mark_many_announced(
+        self, marks: Iterable[tuple[str, Phase, datetime | None]], owner: str
+    ) -> None:
+        """`mark_announced` for several runs (name, phase, finished_at) in one transaction."""
+        rows = [
+            {
+                "mark_name": name,
+                "mark_phase": phase.value,
+                "mark_finished_at": None if finished_at is None else finished_at.timestamp(),
+            }
+            for name, phase, finished_at in marks
+        ]
+        if not rows:
+            return
+        statement = (
+            runs.update()
+            .where(runs.c.name == sa.bindparam("mark_name"), runs.c.claim_owner == owner)
+            .values(
+                state=RunState.ANNOUNCED.value,
+                phase=sa.bindparam("mark_phase"),
+                finished_at=sa.bindparam("mark_finished_at"),
+                announced_at=_now(),
+                claim_owner=None,
+                claim_until=None,
+            )
+        )
+        async with self._engine.begin() as connection:
+            await connection.execute(statement, rows)
 
     async def release_claim(self, name: str, owner: str) -> None:
         statement = (
@@ -377,19 +539,38 @@ class Store:
 
     # -- runs whose start was interrupted ---------------------------------------------------
 
-    async def stale_submissions(self, older_than_seconds: float, limit: int = 50) -> list[Run]:
-        """Runs still `submitting` long after they began: the bot died around the create call."""
+    async def stale_runs(
+        self, state: RunState, older_than_seconds: float, limit: int = 50
+    ) -> list[Run]:
+        """Runs still `submitting` or `uploading` long after they began: their replica died
+        around the create call, or while copying files."""
         query = (
             runs.select()
-            .where(
-                runs.c.state == RunState.SUBMITTING.value,
-                runs.c.created_at < _now() - older_than_seconds,
-            )
+            .where(runs.c.state == state.value, runs.c.created_at < _now() - older_than_seconds)
             .order_by(runs.c.created_at)
             .limit(limit)
         )
         async with self._engine.connect() as connection:
             return [_run_from_row(row) for row in (await connection.execute(query))]
+
+    async def abandon_upload(self, name: str) -> tuple[bool, bool]:
+        """An interrupted upload: the run is dropped (`rejected`) and the request it came from,
+        if any, is pending again so that it starts afresh. Returns (dropped, request reopened);
+        one transaction, so two replicas cannot both do it."""
+        async with self._engine.begin() as connection:
+            dropped = await connection.execute(
+                runs.update()
+                .where(runs.c.name == name, runs.c.state == RunState.UPLOADING.value)
+                .values(state=RunState.REJECTED.value)
+            )
+            if dropped.rowcount != 1:
+                return False, False
+            reopened = await connection.execute(
+                run_requests.update()
+                .where(run_requests.c.run_name == name)
+                .values(state="pending", run_name=None, claim_owner=None, claim_until=0.0)
+            )
+            return True, reopened.rowcount == 1
 
     async def settle_submission(self, name: str, state: RunState) -> bool:
         """Move a run out of `submitting` once; False when another replica did it first."""
@@ -620,7 +801,150 @@ class Store:
             ).one()
         return claimed, _controls_from_row(row)
 
+    # -- access: rate limits and the audit trail ---------------------------------------------
+
+    async def runs_started_since(
+        self, since: float, *, user_id: str | None = None, channel_id: str | None = None
+    ) -> tuple[int, float | None]:
+        """How many runs a person or a channel started at or after `since` (epoch seconds), and
+        when the oldest of them started: one range of the `runs_by_user`/`_channel` index."""
+        query = sa.select(sa.func.count(), sa.func.min(runs.c.created_at)).where(
+            runs.c.created_at >= since
+        )
+        if user_id is not None:
+            query = query.where(runs.c.user_id == user_id)
+        if channel_id is not None:
+            query = query.where(runs.c.channel_id == channel_id)
+        async with self._engine.connect() as connection:
+            count, oldest = (await connection.execute(query)).one()
+        return int(count or 0), oldest
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(audit_log.insert().values(**entry.model_dump()))
+
+    async def recent_audit(self, *, target: str | None = None, limit: int = 20) -> list[AuditEntry]:
+        """The newest audit entries, of one workflow (or template) or of everything."""
+        query = audit_log.select()
+        if target is not None:
+            query = query.where(audit_log.c.target == target)
+        query = query.order_by(audit_log.c.id.desc()).limit(limit)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            AuditEntry(
+                at=row.at,
+                actor=row.actor,
+                channel=row.channel,
+                action=row.action,
+                target=row.target,
+                outcome=row.outcome,
+                detail=row.detail or "",
+            )
+            for row in rows
+        ]
+
     # -- Slack event deduplication ------------------------------------------------------
+
+    # -- requests written down before the ack ------------------------------------------------
+
+    async def add_requests(self, requests: list[StoredRequest]) -> set[str]:
+        """Record requests in one transaction; returns the ids that were new (not redeliveries)."""
+        if not requests:
+            return set()
+        now = _now()
+        rows = [
+            {
+                "id": request.id,
+                "kind": request.kind,
+                "payload": json.dumps(request.payload, sort_keys=True),
+                "user_id": request.user_id,
+                "channel_id": request.channel_id,
+                "state": "pending",
+                "attempts": request.attempts,
+                "claim_owner": request.claim,
+                "claim_until": now + request.lease_seconds,
+                "created_at": now,
+            }
+            for request in requests
+        ]
+        insert = (
+            self._dialect_insert(run_requests).on_conflict_do_nothing().returning(run_requests.c.id)
+        )
+        async with self._engine.begin() as connection:
+            result = await connection.execute(insert, rows)
+            return {row[0] for row in result}
+
+    async def finish_request(self, request: RequestClaim, state: str = "done") -> None:
+        """A request that ended without a run (refused, answered, handed to a form)."""
+        statement = (
+            run_requests.update()
+            .where(run_requests.c.id == request.id, run_requests.c.state == "pending")
+            .values(state=state)
+        )
+        async with self._engine.begin() as connection:
+            await connection.execute(statement)
+
+    async def claim_stale_requests(
+        self, owner: str, lease_seconds: float, limit: int = 20
+    ) -> list[StoredRequest]:
+        """Take over pending requests whose lease ran out (their replica died): one query when
+        there are none; each taken one is claimed with a conditional UPDATE."""
+        now = _now()
+        query = (
+            run_requests.select()
+            .where(run_requests.c.state == "pending", run_requests.c.claim_until < now)
+            .order_by(run_requests.c.created_at)
+            .limit(limit)
+        )
+        async with self._engine.connect() as connection:
+            candidates = list(await connection.execute(query))
+        claimed = []
+        for row in candidates:
+            claim = f"{owner}:{row.attempts + 1}"
+            statement = (
+                run_requests.update()
+                .where(
+                    run_requests.c.id == row.id,
+                    run_requests.c.state == "pending",
+                    run_requests.c.claim_until < now,
+                )
+                .values(
+                    claim_owner=claim,
+                    claim_until=now + lease_seconds,
+                    attempts=row.attempts + 1,
+                )
+            )
+            async with self._engine.begin() as connection:
+                if (await connection.execute(statement)).rowcount != 1:
+                    continue
+            claimed.append(
+                StoredRequest(
+                    id=row.id,
+                    kind=row.kind,
+                    payload=json.loads(row.payload),
+                    user_id=row.user_id,
+                    channel_id=row.channel_id,
+                    claim=claim,
+                    attempts=row.attempts + 1,
+                    lease_seconds=lease_seconds,
+                )
+            )
+        return claimed
+
+    async def request_state(self, request_id: str) -> tuple[str, str | None] | None:
+        """(state, run name) of a recorded request, or None."""
+        query = sa.select(run_requests.c.state, run_requests.c.run_name).where(
+            run_requests.c.id == request_id
+        )
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).first()
+        return None if row is None else (row[0], row[1])
+
+    def _dialect_insert(self, table: sa.Table):  # type: ignore[no-untyped-def]
+        if self._engine.dialect.name == "postgresql":
+            return sa_postgresql.insert(table)
+        return sa_sqlite.insert(table)
 
     async def remember_event(self, event_id: str) -> bool:
         """Record a Slack event id; False when it was seen before (a Slack retry)."""
@@ -632,6 +956,30 @@ class Store:
         except sa.exc.IntegrityError:
             return False
         return True
+
+
+class RequestSuperseded(Exception):
+    """The request was taken over (its lease ran out) or finished by someone else."""
+
+
+@dataclass(frozen=True)
+class RequestClaim:
+    """Who works on a recorded request: its id and the claim that attempt holds."""
+
+    id: str
+    claim: str
+
+
+@dataclass(frozen=True)
+class StoredRequest(RequestClaim):
+    """A request as written before its ack: enough to start it again after a crash."""
+
+    kind: str
+    payload: dict[str, Any]
+    user_id: str
+    channel_id: str
+    attempts: int = 1
+    lease_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

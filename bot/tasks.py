@@ -69,3 +69,37 @@ class BackgroundTasks:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+class QuietGate:
+    """Lets Slack's answers go first: work a Slack request started waits, briefly, until no
+    Slack request is being handled, so a burst of commands is acknowledged before the bot
+    starts posting their thread roots on the same event loop."""
+
+    def __init__(self, *, quiet_seconds: float = 0.02) -> None:
+        self._quiet_seconds = quiet_seconds
+        self._in_flight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def enter(self) -> None:
+        self._in_flight += 1
+        self._quiet.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._timer = asyncio.get_running_loop().call_later(
+                self._quiet_seconds, self._quiet.set
+            )
+
+    async def wait(self, limit: float = 1.0) -> None:
+        """Until no Slack request was in flight for a moment, or `limit` seconds at most."""
+        if self._quiet.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), timeout=limit)

@@ -15,12 +15,13 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot import buttons
+from bot.audit import Audit, outcome_of
 from bot.commands import TEMPLATE_NAME
 from bot.lifecycle import LifecycleService
 from bot.models import SlackOrigin
 from bot.slack import SlackError, SlackMessenger
 from bot.tasks import BackgroundTasks
-from handlers.lifecycle import answer
+from handlers.lifecycle import answer_and_error
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class RunButtons:
     lifecycle: LifecycleService
     slack: SlackMessenger
     tasks: BackgroundTasks
+    audit: Audit | None = None
 
     def register(self, bolt: AsyncApp) -> None:
         for action_id in (buttons.LOGS, buttons.STOP, buttons.RETRY, buttons.RESUBMIT):
@@ -81,7 +83,16 @@ class RunButtons:
         else:
             action = buttons.ACTIONS[click.action_id]
             work = self.lifecycle.act(action, click.workflow, click.origin)
-        reply = await answer(work, f"{click.action_id} {click.workflow}")
+        reply, error = await answer_and_error(work, f"{click.action_id} {click.workflow}")
+        if self.audit is not None:
+            self.audit.record(
+                "button",
+                outcome_of(error),
+                actor=click.origin.user_id,
+                channel=click.origin.channel_id,
+                target=click.workflow,
+                detail=click.action_id + (f": {error}" if error is not None else ""),
+            )
         try:
             await self.slack.ephemeral(
                 click.origin.channel_id, click.origin.user_id, reply, thread_ts=click.thread_ts

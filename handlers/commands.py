@@ -7,22 +7,38 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.audit import Audit, Outcome, outcome_of
 from bot.commands import CommandError, HelpCommand, RunCommand, parse_command
 from bot.inputs import RunInputs
+from bot.journal import NOT_RECORDED, RequestJournal
 from bot.messages import code, command_error
 from bot.metrics import Metrics
 from bot.models import RunAction, RunRequest, SlackOrigin
-from bot.runs import RunService, UserError
+from bot.runs import RunService, TryLater, UserError
 from bot.slack import SlackError, SlackMessenger
-from bot.tasks import BackgroundTasks
+from bot.slack_files import SlackFile
+from bot.store import RequestClaim, RequestSuperseded, StoredRequest
+from bot.tasks import BackgroundTasks, QuietGate
 from handlers.lifecycle import LifecycleCommands
 from handlers.modals import RunFormHandler
 
 logger = logging.getLogger(__name__)
 
+COMMAND_REQUEST = "command"
+FORM_REQUEST = "form"
+
 # Verbs counted under their own name in the commands metric; anything else is "unknown".
 VERBS = frozenset(
-    {"run", "help", "templates", "list", "status", "logs", *(action.value for action in RunAction)}
+    {
+        "run",
+        "help",
+        "templates",
+        "list",
+        "status",
+        "logs",
+        "audit",
+        *(action.value for action in RunAction),
+    }
 )
 
 
@@ -45,6 +61,7 @@ def help_text(command: str) -> str:
             f"• `{command} retry <workflow>` — re-run the failed steps of a failed run.",
             f"• `{command} resubmit <workflow>` — a new run with the same template and "
             "parameters, in a new thread.",
+            f"• `{command} audit [workflow]` — who did what, newest first (admins only).",
             f"• `{command} help` — this message.",
         ]
     )
@@ -58,10 +75,14 @@ class CommandHandler:
         runs: RunService,
         slack: SlackMessenger,
         tasks: BackgroundTasks,
+        journal: RequestJournal,
+        slack_traffic: QuietGate | None = None,
         metrics: Metrics | None = None,
         form: RunFormHandler | None = None,
         lifecycle: LifecycleCommands | None = None,
+        audit: Audit | None = None,
     ) -> None:
+        self._audit = audit
         self._form = form
         self._lifecycle = lifecycle
         self._command = command
@@ -69,6 +90,10 @@ class CommandHandler:
         self._runs = runs
         self._slack = slack
         self._tasks = tasks
+        self._journal = journal
+        self._slack_traffic = slack_traffic or QuietGate()
+        journal.on_resume(COMMAND_REQUEST, self.resume)
+        journal.on_resume(FORM_REQUEST, self.resume_form)
 
     def register(self, bolt: AsyncApp) -> None:
         bolt.command(self._command)(self.on_command)
@@ -80,6 +105,7 @@ class CommandHandler:
         except CommandError as error:
             self._metrics.command(_verb(command.get("text", "")), "invalid")
             await ack(text=command_error(str(error)), response_type="ephemeral")
+            self._record(command, "invalid", f"{_verb(command.get('text', ''))}: {error}")
             return
         if isinstance(parsed, HelpCommand):
             self._metrics.command(
@@ -90,6 +116,11 @@ class CommandHandler:
             if parsed.unknown_verb:
                 prefix = f"I don't know {code(parsed.unknown_verb[:40])}.\n"
             await ack(text=prefix + help_text(self._command), response_type="ephemeral")
+            self._record(
+                command,
+                "invalid" if parsed.unknown_verb else "ok",
+                f"unknown verb {parsed.unknown_verb[:40]}" if parsed.unknown_verb else "help",
+            )
             return
         if not isinstance(parsed, RunCommand):
             if self._lifecycle is None:
@@ -105,19 +136,60 @@ class CommandHandler:
             team_id=command.get("team_id"),
             response_url=command.get("response_url"),
         )
+        request = RunRequest(template=parsed.template, parameters=parsed.parameters, origin=origin)
+        try:
+            # Written down before Slack hears "got it": a crash after the ack loses nothing.
+            claim = await self._journal.record(
+                COMMAND_REQUEST,
+                request.model_dump(mode="json"),
+                user_id=origin.user_id,
+                channel_id=origin.channel_id,
+            )
+        except Exception:
+            logger.exception("could not record a request to run %s", parsed.template)
+            self._metrics.command("run", "failed")
+            await ack(text=command_error(NOT_RECORDED), response_type="ephemeral")
+            return
         await ack(
             text=f":hourglass_flowing_sand: Starting {code(parsed.template)}…",
             response_type="ephemeral",
         )
-        request = RunRequest(template=parsed.template, parameters=parsed.parameters, origin=origin)
         self._tasks.spawn(
-            self._start(request, trigger_id=command.get("trigger_id")),
+            self._start(request, trigger_id=command.get("trigger_id"), claim=claim),
             name=f"start:{parsed.template}",
         )
 
-    def start_with_inputs(self, request: RunRequest, inputs: RunInputs) -> None:
-        """A run whose files came with the run form: started and answered like a command."""
-        self._tasks.spawn(self._start(request, inputs=inputs), name=f"start:{request.template}")
+    async def resume(self, stored: StoredRequest) -> None:
+        """A recorded command whose replica died before it became a run: start it now."""
+        await self._start(RunRequest.model_validate(stored.payload), claim=stored)
+
+    async def start_with_inputs(self, request: RunRequest, inputs: RunInputs) -> bool:
+        """A run whose files came with the run form: recorded, then started and answered like
+        a command. False when it could not be recorded (the form says so)."""
+        payload = {
+            "request": request.model_dump(mode="json"),
+            "files": [file.model_dump(mode="json") for file in inputs.files],
+        }
+        try:
+            claim = await self._journal.record(
+                FORM_REQUEST,
+                payload,
+                user_id=request.origin.user_id,
+                channel_id=request.origin.channel_id,
+            )
+        except Exception:
+            logger.exception("could not record a request to run %s", request.template)
+            return False
+        self._tasks.spawn(
+            self._start(request, inputs=inputs, claim=claim), name=f"start:{request.template}"
+        )
+        return True
+
+    async def resume_form(self, stored: StoredRequest) -> None:
+        """A recorded form submission whose replica died before it became a run."""
+        files = tuple(SlackFile.model_validate(file) for file in stored.payload["files"])
+        request = RunRequest.model_validate(stored.payload["request"])
+        await self._start(request, inputs=RunInputs(files=files), claim=stored)
 
     async def _start(
         self,
@@ -125,8 +197,11 @@ class CommandHandler:
         *,
         trigger_id: str | None = None,
         inputs: RunInputs | None = None,
+        claim: RequestClaim | None = None,
     ) -> None:
         origin = request.origin
+        # Acks of a burst go first; at most 1 s, so a form still opens within its trigger's 3 s.
+        await self._slack_traffic.wait(limit=1.0)
         try:
             # A template that takes files gets the form instead (it opens right after the ack).
             if (
@@ -135,13 +210,25 @@ class CommandHandler:
                 and await self._form.offer(request, trigger_id)
             ):
                 self._metrics.command("run", "form")
+                self._record_run(request, inputs, None, request.template, "run form opened")
+                await self._journal.finish(claim)
                 return
-            run = await self._runs.start_run(request, inputs)
+            run = await self._runs.start_run(request, inputs, claim=claim)
+        except RequestSuperseded:
+            logger.info("another replica took over the request to run %s", request.template)
+            return
+        except TryLater as error:
+            logger.warning("%s; its request will be tried again", error)
+            return
         except UserError as error:
             self._metrics.command("run", "rejected")
+            self._record_run(request, inputs, error, request.template, str(error))
+            await self._journal.finish(claim)
             reply = command_error(str(error))
-        except Exception:
+        except Exception as error:
             self._metrics.command("run", "failed")
+            self._record_run(request, inputs, error, request.template, "failed: see the logs")
+            await self._journal.finish(claim, "failed")
             logger.exception("starting %s failed", request.template)
             reply = command_error(
                 f"Something went wrong while starting {code(request.template)}; "
@@ -149,6 +236,7 @@ class CommandHandler:
             )
         else:
             self._metrics.command("run", "ok")
+            self._record_run(request, inputs, None, run.name, f"run {request.template}")
             reply = f":arrow_forward: Started {code(run.name)}: follow it in its thread here."
         try:
             await self._slack.tell_user(
@@ -159,6 +247,36 @@ class CommandHandler:
             )
         except SlackError:
             logger.warning("could not answer %s privately", origin.user_id, exc_info=True)
+
+    def _record(self, command: dict[str, Any], outcome: Outcome, detail: str) -> None:
+        """A command answered at the ack (could not be parsed, help)."""
+        if self._audit is not None:
+            self._audit.record(
+                "command",
+                outcome,
+                actor=str(command.get("user_id") or "") or None,
+                channel=str(command.get("channel_id") or "") or None,
+                detail=detail,
+            )
+
+    def _record_run(
+        self,
+        request: RunRequest,
+        inputs: RunInputs | None,
+        error: Exception | None,
+        target: str,
+        detail: str,
+    ) -> None:
+        """How a run asked for by command (or by the run form, which brings inputs) went."""
+        if self._audit is not None:
+            self._audit.record(
+                "command" if inputs is None else "modal",
+                outcome_of(error),
+                actor=request.origin.user_id,
+                channel=request.origin.channel_id,
+                target=target,
+                detail=detail,
+            )
 
 
 def _verb(text: str) -> str:

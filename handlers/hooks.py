@@ -12,6 +12,7 @@ import re
 
 from aiohttp import web
 
+from bot.audit import Audit, Outcome
 from bot.runs import RunService
 from workflows.manifest import hook_token_matches
 
@@ -22,9 +23,12 @@ _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 class HookHandler:
-    def __init__(self, *, runs: RunService, webhook_secret: str) -> None:
+    def __init__(
+        self, *, runs: RunService, webhook_secret: str, audit: Audit | None = None
+    ) -> None:
         self._runs = runs
         self._secret = webhook_secret
+        self._audit = audit
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_HOOK_BODY_BYTES:
@@ -34,7 +38,7 @@ class HookHandler:
             return _answer(413, "hook body too large")
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: `[[[[…` nested too deeply
             return _answer(400, "hook body must be JSON")
         if not isinstance(body, dict):
             return _answer(400, "hook body must be a JSON object")
@@ -46,13 +50,19 @@ class HookHandler:
         if scheme.lower() != "bearer" or not hook_token_matches(
             self._secret, namespace, name, token.strip()
         ):
+            self._record("denied", name, "bad token")
             return _answer(401, "invalid hook token")
 
-        run = await self._runs.known_run(name)
-        if run is None or run.namespace != namespace:
+        if await self._runs.run_namespace(name) != namespace:
+            self._record("invalid", name, "unknown workflow")
             return _answer(404, "unknown workflow")
         self._runs.follow_hook(name)
+        self._record("ok", name, "accepted")
         return _answer(202, "accepted")
+
+    def _record(self, outcome: Outcome, name: str, detail: str) -> None:
+        if self._audit is not None:
+            self._audit.record("hook", outcome, target=name, detail=detail)
 
 
 def _is_name(value: object) -> bool:

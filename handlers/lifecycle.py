@@ -12,8 +12,10 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.audit import Audit, outcome_of
 from bot.commands import (
     ActionCommand,
+    AuditCommand,
     LifecycleCommand,
     ListCommand,
     LogsCommand,
@@ -40,15 +42,23 @@ _ACTION_WORDS = {
 
 async def answer(work: Awaitable[SlackMessage], what: str) -> SlackMessage:
     """The reply to a command or a click: the result, or the problem in plain words."""
+    reply, _ = await answer_and_error(work, what)
+    return reply
+
+
+async def answer_and_error(
+    work: Awaitable[SlackMessage], what: str
+) -> tuple[SlackMessage, Exception | None]:
+    """`answer`, and the error that made it a refusal (None when it went well), for the audit."""
     try:
-        return await work
+        return await work, None
     except UserError as error:
-        return note(command_error(str(error)))
-    except Exception:
+        return note(command_error(str(error))), error
+    except Exception as error:
         logger.exception("%s failed", what)
         return note(
             command_error(f"Something went wrong ({what}). The bot's logs have the details.")
-        )
+        ), error
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class LifecycleCommands:
     lifecycle: LifecycleService
     slack: SlackMessenger
     tasks: BackgroundTasks
+    audit: Audit | None = None
 
     async def handle(self, ack: Any, parsed: LifecycleCommand, command: dict[str, Any]) -> None:
         await ack(text=_ack_text(parsed), response_type="ephemeral")
@@ -68,7 +79,16 @@ class LifecycleCommands:
         self.tasks.spawn(self._answer(parsed, origin), name=f"command:{type(parsed).__name__}")
 
     async def _answer(self, parsed: LifecycleCommand, origin: SlackOrigin) -> None:
-        reply = await answer(self._dispatch(parsed, origin), _describe(parsed))
+        reply, error = await answer_and_error(self._dispatch(parsed, origin), _describe(parsed))
+        if self.audit is not None:
+            self.audit.record(
+                "command",
+                outcome_of(error),
+                actor=origin.user_id,
+                channel=origin.channel_id,
+                target=getattr(parsed, "workflow", None) or getattr(parsed, "target", None),
+                detail=_verb_of(parsed) + (f": {error}" if error is not None else ""),
+            )
         try:
             await self.slack.tell_user(
                 user_id=origin.user_id,
@@ -83,7 +103,11 @@ class LifecycleCommands:
     async def _dispatch(self, parsed: LifecycleCommand, origin: SlackOrigin) -> SlackMessage:
         lifecycle = self.lifecycle
         if isinstance(parsed, TemplatesCommand):
-            return await lifecycle.templates()
+            return await lifecycle.templates(origin)
+        if isinstance(parsed, AuditCommand):
+            if self.audit is None:
+                raise UserError("This bot keeps no audit trail.")
+            return await self.audit.trail(origin, parsed.target)
         if isinstance(parsed, ListCommand):
             return await lifecycle.list_runs(origin, parsed)
         if isinstance(parsed, StatusCommand):
@@ -96,6 +120,8 @@ class LifecycleCommands:
 def _ack_text(parsed: LifecycleCommand) -> str:
     if isinstance(parsed, TemplatesCommand):
         return ":mag: Listing the templates…"
+    if isinstance(parsed, AuditCommand):
+        return ":mag: Reading the audit trail…"
     if isinstance(parsed, ListCommand):
         return ":mag: Looking up the runs…"
     if isinstance(parsed, StatusCommand):
@@ -103,6 +129,12 @@ def _ack_text(parsed: LifecycleCommand) -> str:
     if isinstance(parsed, LogsCommand):
         return f":page_facing_up: Fetching the logs of {code(parsed.workflow)}…"
     return f":hourglass_flowing_sand: {_ACTION_WORDS[parsed.action]} {code(parsed.workflow)}…"
+
+
+def _verb_of(parsed: LifecycleCommand) -> str:
+    if isinstance(parsed, ActionCommand):
+        return parsed.action.value
+    return type(parsed).__name__.removesuffix("Command").lower()
 
 
 def _describe(parsed: LifecycleCommand) -> str:

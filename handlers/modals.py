@@ -8,12 +8,13 @@ background like a slash command's, with its thread root in the channel the comma
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
 from bot.inputs import RunInputs
+from bot.journal import NOT_RECORDED
 from bot.messages import code
 from bot.modals import (
     CALLBACK_ID,
@@ -30,7 +31,8 @@ from bot.slack import SlackError, SlackMessenger
 
 logger = logging.getLogger(__name__)
 
-StartRun = Callable[[RunRequest, RunInputs], None]
+# Records the request and starts it in the background; False when it could not be recorded.
+StartRun = Callable[[RunRequest, RunInputs], Awaitable[bool]]
 
 
 class RunFormHandler:
@@ -50,6 +52,8 @@ class RunFormHandler:
         template = await self._runs.template(request.template)
         if not template.input_artifacts:
             return False
+        # A person the policy turns away is told now, not after choosing files.
+        await self._runs.authorize(template, request.origin)
         unknown = [name for name in request.parameters if template.parameter(name) is None]
         if unknown:
             takes = ", ".join(code(p.name) for p in template.parameters) or "no parameters"
@@ -90,7 +94,6 @@ class RunFormHandler:
         if errors:
             await ack(response_action="errors", errors=errors)
             return
-        await ack()
         user = body.get("user") or {}
         origin = SlackOrigin(
             user_id=str(user.get("id", "")),
@@ -102,4 +105,9 @@ class RunFormHandler:
             template=template.name, parameters=submission.parameters, origin=origin
         )
         assert self._start is not None, "register() first"
-        self._start(request, RunInputs(files=files_in_declared_order(template, submission)))
+        inputs = RunInputs(files=files_in_declared_order(template, submission))
+        if not await self._start(request, inputs):
+            first = next(iter((view.get("state") or {}).get("values") or {}), "")
+            await ack(response_action="errors", errors={first: NOT_RECORDED.replace("`", "")})
+            return
+        await ack()

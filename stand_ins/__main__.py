@@ -96,6 +96,13 @@ def control_app(slack: FakeSlack, argo: ArgoEmulator) -> web.Application:
                     for m in messages
                     if not m.thread_ts and not m.deleted
                 ),
+                # What people were told privately that was not good news (refusals, errors).
+                "private_warnings": [
+                    text
+                    for text in [str(r.body.get("text", "")) for r in slack.responses]
+                    + [c.args.get("text", "") for c in slack.calls_to("chat.postEphemeral")]
+                    if text.startswith(":warning:")
+                ],
                 "argo_requests": len(argo.requests),
                 "slack_calls": len(slack.calls),
             }

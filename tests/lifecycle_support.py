@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import Bot
@@ -12,7 +13,11 @@ from tests.conftest import Bot
 FLAKY_TEMPLATE: dict[str, Any] = {
     "apiVersion": "argoproj.io/v1alpha1",
     "kind": "WorkflowTemplate",
-    "metadata": {"name": "flaky", "namespace": "argo"},
+    "metadata": {
+        "name": "flaky",
+        "namespace": "argo",
+        "labels": {"argo-chatops/enabled": "true"},
+    },
     "spec": {
         "entrypoint": "main",
         "arguments": {"parameters": [{"name": "flag"}]},
@@ -57,7 +62,11 @@ FLAKY_TEMPLATE: dict[str, Any] = {
 CHATTY_TEMPLATE: dict[str, Any] = {
     "apiVersion": "argoproj.io/v1alpha1",
     "kind": "WorkflowTemplate",
-    "metadata": {"name": "chatty", "namespace": "argo"},
+    "metadata": {
+        "name": "chatty",
+        "namespace": "argo",
+        "labels": {"argo-chatops/enabled": "true"},
+    },
     "spec": {
         "entrypoint": "talk",
         "arguments": {"parameters": [{"name": "lines", "value": "500"}]},
@@ -141,3 +150,11 @@ async def start(bot: Bot, text: str, *, wait: bool = True, user_id: str = "U1") 
 
 def put_requests(bot: Bot, verb: str) -> list:
     return [r for r in bot.argo.requests if r.method == "PUT" and r.path.endswith(f"/{verb}")]
+
+
+async def ops_bot(bot_factory: Any, tmp_path: Path) -> Bot:
+    """A bot whose access policy lets U2 and U9 stop, retry and resubmit runs others started
+    (by default only the person who started a run may): two people clicking the same button."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("control_others: [U2, U9]\n")
+    return await bot_factory(policy_file=policy)

@@ -16,6 +16,7 @@ from tests.conftest import SIGNING_SECRET, Bot
 from tests.lifecycle_support import (
     FLAKY_TEMPLATE,
     announcements,
+    ops_bot,
     put_requests,
     rendered,
     replies,
@@ -85,7 +86,8 @@ async def test_logs_button_posts_the_logs_in_the_thread(bot: Bot) -> None:
     assert "Posted the logs" in note and root.ts in note  # answered in the thread
 
 
-async def test_retry_button_clicked_twice_retries_once(bot: Bot, tmp_path: Path) -> None:
+async def test_retry_button_clicked_twice_retries_once(bot_factory, tmp_path: Path) -> None:
+    bot = await ops_bot(bot_factory, tmp_path)
     bot.argo.add_template(FLAKY_TEMPLATE)
     name = await start(bot, f"run flaky flag={tmp_path / 'flag'}")
     root = root_of(bot, name)
@@ -120,7 +122,8 @@ async def test_retry_button_when_argo_refuses(bot: Bot) -> None:
     assert "Argo refused to retry" in note and "Cannot retry a workflow in phase X" in note
 
 
-async def test_resubmit_button_clicked_twice_resubmits_once(bot: Bot) -> None:
+async def test_resubmit_button_clicked_twice_resubmits_once(bot_factory, tmp_path: Path) -> None:
+    bot = await ops_bot(bot_factory, tmp_path)
     name = await start(bot, "run csv-summary rows=3")
     [result] = announcements(bot, root_of(bot, name).ts)
     await asyncio.gather(
@@ -144,7 +147,8 @@ async def test_resubmit_button_clicked_twice_resubmits_once(bot: Bot) -> None:
     )
 
 
-async def test_stop_button_on_the_running_root_stops_once(bot: Bot) -> None:
+async def test_stop_button_on_the_running_root_stops_once(bot_factory, tmp_path: Path) -> None:
+    bot = await ops_bot(bot_factory, tmp_path)
     bot.argo.auto_run = False
     bot.argo.shutdown_delay = 1.0
     name = await start(bot, "run csv-summary rows=3", wait=False)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
+from stand_ins.argo_emulator import RecordedRequest
 from tests.conftest import Bot
 from workflows.manifest import hook_token
 
@@ -18,6 +20,17 @@ def announcements(bot: Bot) -> list:
         for call in bot.slack.calls_to("chat.postMessage")
         if call.args.get("thread_ts") and call.ok
     ]
+
+
+def reads_workflow(request: RecordedRequest, name: str) -> bool:
+    """A GET of the workflow itself, or a list call that names it (hooks read in batches)."""
+    if request.path.endswith(f"/{name}"):
+        return True
+    selector = request.query.get("listOptions.labelSelector", "")
+    listed = re.fullmatch(r"argo-chatops/run in \((.*)\)", selector)
+    if request.path != "/api/v1/workflows/argo" or listed is None:
+        return False
+    return name in listed.group(1).split(",")
 
 
 async def start_runs(bot: Bot, count: int, text: str = "run csv-summary rows=3") -> list[str]:
@@ -59,7 +72,7 @@ async def test_hook_arriving_while_argo_still_says_running_is_announced_once_com
     [call] = bot.argo.hook_calls
     assert call.status == 202
     completed_reads = [
-        r for r in bot.argo.requests if r.method == "GET" and r.path.endswith(f"/{name}")
+        r for r in bot.argo.requests if r.method == "GET" and reads_workflow(r, name)
     ]
     assert len(completed_reads) >= 2, "the bot must re-check after a Running answer"
     await bot.wait_idle()

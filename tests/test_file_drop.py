@@ -45,7 +45,11 @@ with open(out, "w") as joined:
 CSV_JOIN = {
     "apiVersion": "argoproj.io/v1alpha1",
     "kind": "WorkflowTemplate",
-    "metadata": {"name": "csv-join", "namespace": "argo"},
+    "metadata": {
+        "name": "csv-join",
+        "namespace": "argo",
+        "labels": {"argo-chatops/enabled": "true"},
+    },
     "spec": {
         "entrypoint": "join",
         "arguments": {"artifacts": [{"name": "left"}, {"name": "right"}]},

@@ -32,6 +32,7 @@ from tests.lifecycle_support import (
     announcements,
     answers,
     ask,
+    ops_bot,
     put_requests,
     rendered,
     replies,
@@ -348,7 +349,8 @@ async def test_stop_of_a_finished_run_changes_nothing(bot: Bot) -> None:
     assert put_requests(bot, "stop") == []
 
 
-async def test_stop_asked_twice_at_once_asks_argo_once(bot: Bot) -> None:
+async def test_stop_asked_twice_at_once_asks_argo_once(bot_factory, tmp_path: Path) -> None:
+    bot = await ops_bot(bot_factory, tmp_path)  # U2 may stop U1's run
     bot.argo.auto_run = False
     bot.argo.shutdown_delay = 1.0  # Argo answers at once and stops the workflow later
     name = await start(bot, "run csv-summary rows=3", wait=False)
@@ -457,7 +459,10 @@ async def test_a_retry_left_behind_by_a_dead_replica_is_settled_from_argo(bot: B
 # -- resubmit -------------------------------------------------------------------------------
 
 
-async def test_resubmit_starts_a_new_tracked_run_in_a_new_thread(bot: Bot) -> None:
+async def test_resubmit_starts_a_new_tracked_run_in_a_new_thread(
+    bot_factory, tmp_path: Path
+) -> None:
+    bot = await ops_bot(bot_factory, tmp_path)  # U2 may resubmit U1's run
     old = await start(bot, 'run csv-summary rows=4 title="Again"')
     old_root = root_of(bot, old)
     answer = await ask(bot, f"resubmit {old}", user_id="U2")

@@ -58,14 +58,16 @@ async def test_a_run_moves_the_command_run_hook_and_client_metrics(bot: Bot) -> 
             after, "argo_chatops_client_request_seconds_count", service=service, operation=operation
         )
 
-    # Root and result posted, root edited; one create; the template read; artifacts HEADed.
+    # Root and result posted, root edited; one create; the template read; the workflow read
+    # (hooks in a batch: one list call); the run's artifacts listed (one listing, no HEAD).
     assert calls("slack", "chat.postMessage") == len(bot.slack.calls_to("chat.postMessage")) >= 2
     assert calls("slack", "chat.update") == len(bot.slack.calls_to("chat.update")) >= 1
     assert calls("slack", "response_url") >= 1  # the private "Started" answer
     assert calls("argo", "POST workflows") == 1
     assert calls("argo", "GET workflow-templates/{name}") == 1
-    assert calls("argo", "GET workflows/{name}") >= 1
-    assert calls("s3", "HeadObject") >= 2
+    assert calls("argo", "GET workflows") >= 1
+    assert calls("s3", "ListObjectsV2") >= 1
+    assert calls("s3", "HeadObject") == 0
     assert not [key for key in after if key[0] == "argo_chatops_client_errors_total"]
     assert name.startswith("csv-summary-")
 

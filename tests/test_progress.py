@@ -10,7 +10,7 @@ import asyncio
 import json
 
 from tests.conftest import Bot
-from tests.lifecycle_support import announcements, rendered, root_of, start
+from tests.lifecycle_support import announcements, ops_bot, rendered, root_of, start
 from tests.slack_deliveries import BOT_USER, share
 
 
@@ -129,7 +129,8 @@ async def test_edits_per_cycle_are_capped_and_shared_fairly(bot_factory) -> None
     assert len(edited) == 5  # the least recently edited went first
 
 
-async def test_stop_requested_shows_on_the_root(bot: Bot) -> None:
+async def test_stop_requested_shows_on_the_root(bot_factory, tmp_path) -> None:
+    bot = await ops_bot(bot_factory, tmp_path)  # U9 may stop U1's run
     bot.argo.auto_run = False
     bot.argo.shutdown_delay = 1.0  # Argo answers at once and stops the workflow later
     name = await start(bot, "run csv-summary rows=3", wait=False)

@@ -80,6 +80,7 @@ async def test_a_submission_interrupted_after_create_is_tracked_not_resubmitted(
 ) -> None:
     bot.argo.auto_run = False
     [name] = await start_runs(bot, 1)
+    await bot.wait_idle()  # the start is over before the test rewinds it
     store = bot.services.store
     # The replica died right after Argo created the workflow, before it recorded that.
     await store.set_state(name, RunState.SUBMITTING)
@@ -95,16 +96,42 @@ async def test_a_submission_interrupted_after_create_is_tracked_not_resubmitted(
     assert run is not None and run.state is RunState.ANNOUNCED
 
 
-async def test_a_submission_interrupted_before_create_is_reported_in_its_thread(
+async def test_a_submission_interrupted_before_create_is_created_under_its_own_name(
     bot: Bot,
 ) -> None:
     bot.argo.auto_run = False
     [name] = await start_runs(bot, 1)
+    await bot.wait_idle()  # the start is over before the test rewinds it
     store = bot.services.store
+    first_manifest = bot.argo.created[0]
     # Pretend Argo never got it: forget the workflow, and age the run.
     del bot.argo.workflows[name]
+    bot.argo.created.clear()
     await store.set_state(name, RunState.SUBMITTING)
     await _age(bot, name, seconds=600)
+
+    await bot.services.runs.poll_once()
+    await bot.services.runs.poll_once()
+
+    # Created once, under the name it was recorded with, with the same manifest.
+    assert bot.argo.created == [first_manifest]
+    run = await store.get_run(name)
+    assert run is not None and run.state is RunState.RUNNING
+    await bot.argo.complete(name, "Succeeded")
+    await bot.wait_idle()
+    assert len(announcements(bot)) == 1
+
+
+async def test_an_old_submission_interrupted_before_create_is_reported_in_its_thread(
+    bot: Bot,
+) -> None:
+    bot.argo.auto_run = False
+    [name] = await start_runs(bot, 1)
+    await bot.wait_idle()  # the start is over before the test rewinds it
+    store = bot.services.store
+    del bot.argo.workflows[name]
+    await store.set_state(name, RunState.SUBMITTING)
+    await _age(bot, name, seconds=2 * 3600)  # too old to start without asking again
 
     await bot.services.runs.poll_once()
     await bot.services.runs.poll_once()

@@ -188,7 +188,11 @@ async def test_missing_required_parameter_is_refused(bot: Bot) -> None:
         {
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "WorkflowTemplate",
-            "metadata": {"name": "deploy", "namespace": "argo"},
+            "metadata": {
+                "name": "deploy",
+                "namespace": "argo",
+                "labels": {"argo-chatops/enabled": "true"},
+            },
             "spec": {
                 "entrypoint": "main",
                 "arguments": {"parameters": [{"name": "env", "enum": ["staging", "prod"]}]},

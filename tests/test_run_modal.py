@@ -23,7 +23,11 @@ CHANNEL = "C0TYPED"
 DEPLOY = {
     "apiVersion": "argoproj.io/v1alpha1",
     "kind": "WorkflowTemplate",
-    "metadata": {"name": "deploy-bundle", "namespace": "argo"},
+    "metadata": {
+        "name": "deploy-bundle",
+        "namespace": "argo",
+        "labels": {"argo-chatops/enabled": "true"},
+    },
     "spec": {
         "entrypoint": "main",
         "arguments": {

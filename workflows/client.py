@@ -31,6 +31,9 @@ from bot.models import (
 logger = logging.getLogger(__name__)
 
 COMPLETED_LABEL = "workflows.argoproj.io/completed"
+# Templates opt in to Slack with this label; every other template is invisible there.
+ENABLED_LABEL = "argo-chatops/enabled"
+ENABLED_SELECTOR = f"{ENABLED_LABEL}=true"
 FAILED_NODE_PHASES = {"Failed", "Error"}
 EXECUTABLE_NODE_TYPES = {"Pod", "Container", "HTTP", "Plugin", "Suspend"}
 ARCHIVED_LOG_ARTIFACT = "main-logs"
@@ -398,11 +401,13 @@ def template_info(payload: Mapping[str, Any]) -> TemplateInfo:
         if isinstance(a, dict) and "name" in a
     )
     annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
     return TemplateInfo(
         name=str(metadata.get("name", "")),
         description=annotations.get("workflows.argoproj.io/description"),
         parameters=tuple(parameters),
         input_artifacts=artifacts,
+        enabled=isinstance(labels, dict) and labels.get(ENABLED_LABEL) == "true",
     )
 
 

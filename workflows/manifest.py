@@ -15,6 +15,9 @@ from typing import Any
 
 MANAGED_LABEL = "argo-chatops/managed"
 TEMPLATE_LABEL = "argo-chatops/template"
+# The workflow's own name as a label, so one list call can read a batch of named workflows
+# (`argo-chatops/run in (a,b,…)`; Argo's field selectors take a single name only).
+RUN_LABEL = "argo-chatops/run"
 USER_ANNOTATION = "argo-chatops/user"
 CHANNEL_ANNOTATION = "argo-chatops/channel"
 THREAD_ANNOTATION = "argo-chatops/thread-ts"
@@ -31,6 +34,11 @@ def workflow_name(template: str) -> str:
     suffix = "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
     prefix = template[: MAX_NAME_LENGTH - SUFFIX_LENGTH - 1].rstrip("-.")
     return f"{prefix}-{suffix}"
+
+
+def is_label_value(value: str) -> bool:
+    """Whether a Kubernetes label may hold `value` (at most 63 characters, a narrow alphabet)."""
+    return len(value) <= MAX_NAME_LENGTH and bool(_LABEL_VALUE.match(value))
 
 
 def hook_token(secret: str, namespace: str, name: str) -> str:
@@ -66,8 +74,10 @@ def build_workflow(
     that only validate under `onExit`.
     """
     labels = {MANAGED_LABEL: "true"}
-    if len(template) <= MAX_NAME_LENGTH and _LABEL_VALUE.match(template):
+    if is_label_value(template):
         labels[TEMPLATE_LABEL] = template
+    if is_label_value(name):
+        labels[RUN_LABEL] = name
     arguments: dict[str, Any] = {
         "parameters": [{"name": key, "value": str(value)} for key, value in parameters.items()]
     }
