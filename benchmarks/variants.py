@@ -39,6 +39,25 @@ def no_access_log() -> None:
     cli.web.run_app = without_access_log  # type: ignore[assignment]
 
 
+@variant
+def no_request_journal() -> None:
+    """Requests are not written down before the ack (measures what the journal costs there)."""
+    from bot.journal import RequestJournal
+    from bot.store import StoredRequest
+
+    async def record(self: RequestJournal, kind: str, payload: Any, **who: Any) -> StoredRequest:
+        return StoredRequest(
+            id="unrecorded",
+            claim="",
+            kind=kind,
+            payload=payload,
+            user_id=who["user_id"],
+            channel_id=who["channel_id"],
+        )
+
+    RequestJournal.record = record  # type: ignore[method-assign]
+
+
 def apply(names: str) -> None:
     for name in filter(None, (part.strip() for part in names.split(","))):
         if name not in VARIANTS:

@@ -84,6 +84,8 @@ ROOT_EDIT_DEFER_SECONDS = 5.0
 HOOK_BATCH_WINDOW = 0.02
 HOOK_BATCH_MAX = CLAIM_AHEAD
 MARK_BATCH_MAX = 500
+# The message metadata of a posted result (how a thread is searched after a crash).
+RESULT_EVENT = "argo_chatops_result"
 POLL_CREATED_MARGIN = timedelta(minutes=10)
 POLL_CONCURRENCY = 8
 POLL_LEASE = "poll-cycle"
@@ -130,6 +132,8 @@ class Claimed:
 
     run: Run
     status: WorkflowStatus
+    # A replica claimed it before and died: its result may be in the thread already.
+    maybe_posted: bool = False
 
 
 Checked = Outcome | Claimed
@@ -388,7 +392,14 @@ class RunService:
         try:
             await self._argo.create_workflow(manifest)
         except ArgoUnavailable:
-            await self._argo.get_workflow(name)  # raises when it really is not there
+            try:
+                await self._argo.get_workflow(name)
+            except ArgoNotFound:
+                # It never reached Argo: ask once more. The name makes this safe: a create
+                # that did land after all answers 409, which counts as done.
+                logger.warning("create of %s did not reach Argo; trying once more", name)
+                await self._argo.create_workflow(manifest)
+                return
             logger.warning("create of %s had an unknown outcome; it exists", name)
 
     async def template(self, name: str) -> TemplateInfo:
@@ -482,7 +493,7 @@ class RunService:
         checked = await self._hooks.submit(name)
         if isinstance(checked, Outcome):
             return checked
-        await self._announce_claimed(checked.run, checked.status)
+        await self._announce_claimed(checked.run, checked.status, checked.maybe_posted)
         self._metrics.hook_to_announcement.observe(time.monotonic() - received)
         await self._show_final(checked.run, checked.status, after_burst=True)
         return Outcome.ANNOUNCED
@@ -501,12 +512,13 @@ class RunService:
             return Outcome.GONE
         if not status.completed:
             return Outcome.NOT_COMPLETED
+        maybe_posted = bool(await self._store.interrupted_claims([name]))
         if not await self._store.claim_announcement(
             name, self._instance_id, ANNOUNCE_LEASE_SECONDS
         ):
             return Outcome.ALREADY_ANNOUNCED
         self._count_claims(1)
-        await self._announce_claimed(run, status)
+        await self._announce_claimed(run, status, maybe_posted)
         await self._show_final(run, status)
         return Outcome.ANNOUNCED
 
@@ -541,6 +553,7 @@ class RunService:
                 completed.append(name)
         if not completed:
             return
+        interrupted = await self._store.interrupted_claims(completed)
         claimed = await self._store.claim_announcements(
             completed, self._instance_id, ANNOUNCE_LEASE_SECONDS
         )
@@ -555,7 +568,7 @@ class RunService:
             self._count_claims(1)
             status = statuses[name]
             assert isinstance(status, WorkflowStatus)
-            taker.set_result(Claimed(stored[name], status))
+            taker.set_result(Claimed(stored[name], status, name in interrupted))
             _settle(batch[name], Outcome.ALREADY_ANNOUNCED)
 
     async def _read_workflows(self, names: list[str]) -> dict[str, WorkflowStatus | ArgoError]:
@@ -614,12 +627,14 @@ class RunService:
             await self._claim_room.wait()
         return CLAIM_AHEAD - self._claimed
 
-    async def _announce_claimed(self, run: Run, status: WorkflowStatus) -> None:
+    async def _announce_claimed(
+        self, run: Run, status: WorkflowStatus, maybe_posted: bool = False
+    ) -> None:
         """Announce a run this replica claimed (its turn among ANNOUNCE_CONCURRENCY slots,
         first come first served); the claim is released if that fails."""
         try:
             async with self._announcing:
-                await self._announce(run, status)
+                await self._announce(run, status, maybe_posted)
         except BaseException:
             await self._store.release_claim(run.name, self._instance_id)
             raise
@@ -627,15 +642,43 @@ class RunService:
             self._count_claims(-1)
         self._metrics.run_finished(run.template, status.phase.value)
 
-    async def _announce(self, run: Run, status: WorkflowStatus) -> None:
+    async def _announce(self, run: Run, status: WorkflowStatus, maybe_posted: bool) -> None:
+        """Post the result and mark the run announced. After a replica died between those two
+        steps (`maybe_posted`), the thread is read first: a result already there (found by
+        its message metadata) is only marked, so a crash does not announce a run twice."""
+        if maybe_posted and await self._result_in_thread(run, status):
+            logger.info("result of %s was posted before a crash; marking it", run.name)
+            await self._marks.submit(Mark(run.name, status.phase, status.finished_at))
+            return
         ui_link = self._settings.argo_ui_link(run.namespace, run.name)
         artifacts = await self._linked_artifacts(run.name, status.artifacts)
         result = messages.run_result(
             status, artifacts, ui_link=ui_link, user_id=run.user_id, with_buttons=True
         )
-        await self._slack.post(run.channel_id, result, thread_ts=run.thread_ts)
+        await self._slack.post(
+            run.channel_id,
+            result,
+            thread_ts=run.thread_ts,
+            metadata={"event_type": RESULT_EVENT, "event_payload": _result_key(run, status)},
+        )
         await self._marks.submit(Mark(run.name, status.phase, status.finished_at))
         logger.info("run announced", extra={"run": run.name, "phase": status.phase.value})
+
+    async def _result_in_thread(self, run: Run, status: WorkflowStatus) -> bool:
+        if not run.thread_ts:
+            return False
+        try:
+            found = await self._slack.thread_metadata(run.channel_id, run.thread_ts)
+        except SlackError as error:
+            if error.transient:
+                raise  # the claim is given back; a later attempt reads the thread again
+            logger.warning("cannot read the thread of %s (%s); posting its result", run.name, error)
+            return False
+        key = _result_key(run, status)
+        return any(
+            item.get("event_type") == RESULT_EVENT and item.get("event_payload") == key
+            for item in found
+        )
 
     async def _mark_announced(self, batch: Batch[Mark, None]) -> None:
         await self._store.mark_many_announced(batch, self._instance_id)
@@ -818,3 +861,9 @@ class RunService:
     async def waiting_runs(self) -> int:
         """How many runs are started and not announced yet."""
         return await self._store.count_waiting()
+
+
+def _result_key(run: Run, status: WorkflowStatus) -> dict[str, str]:
+    """What identifies one result of a run: a retried run ends again, at another time."""
+    finished = status.finished_at.isoformat() if status.finished_at else ""
+    return {"workflow": run.name, "finished_at": finished}

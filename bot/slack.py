@@ -75,7 +75,12 @@ class SlackMessenger:
         self._session = session
 
     async def post(
-        self, channel: str, message: SlackMessage, *, thread_ts: str | None = None
+        self,
+        channel: str,
+        message: SlackMessage,
+        *,
+        thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> str:
         response = await self._call(
             "chat.postMessage",
@@ -83,10 +88,41 @@ class SlackMessenger:
             text=message.text,
             blocks=message.blocks or None,
             thread_ts=thread_ts,
+            metadata=metadata,
             unfurl_links=False,
             unfurl_media=False,
         )
         return str(response["ts"])
+
+    async def thread_metadata(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """The message metadata of every message in a thread (conversations.replies)."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            try:
+                response = await self.client.conversations_replies(
+                    channel=channel,
+                    ts=thread_ts,
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+            except SlackApiError as error:
+                code = slack_error_code(error)
+                raise SlackError(
+                    f"Slack conversations.replies failed: {code}", transient=_is_transient(code)
+                ) from error
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise SlackError(
+                    f"Slack conversations.replies unreachable: {error.__class__.__name__}",
+                    transient=True,
+                ) from error
+            for message in response.get("messages") or []:
+                if isinstance(message.get("metadata"), dict):
+                    found.append(message["metadata"])
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return found
 
     async def update(self, channel: str, ts: str, message: SlackMessage) -> None:
         await self._call(

@@ -7,9 +7,11 @@ so it is atomic on both backends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -212,8 +214,12 @@ def _to_datetime(value: float | None) -> datetime | None:
 class Store:
     """The runs table and its friends, on one SQLAlchemy async engine."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, sqlite_file: str | None = None) -> None:
         self._engine = engine
+        # SQLite: requests are written before the ack through a plain connection on a thread
+        # of their own, one thread hop per batch (see `add_requests`).
+        self._sqlite_file = sqlite_file
+        self._request_writer: _SqliteWriter | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -225,6 +231,8 @@ class Store:
             pool = {} if in_memory else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
             engine = create_async_engine(async_url, connect_args={"timeout": 30}, **pool)
             sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            if not in_memory:
+                return cls(engine, sqlite_file=make_url(async_url).database)
         else:
             engine = create_async_engine(
                 async_url,
@@ -263,6 +271,8 @@ class Store:
             await connection.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._request_writer is not None:
+            await self._request_writer.close()
         await self._engine.dispose()
 
     # -- runs --------------------------------------------------------------------------
@@ -406,6 +416,23 @@ class Store:
         async with self._engine.begin() as connection:
             result = await connection.execute(statement)
         return result.rowcount == 1
+
+    async def interrupted_claims(self, names: Iterable[str]) -> set[str]:
+        """Which of these runs were claimed by a replica whose claim ran out without being
+        given back or finished: it died mid-announcement, maybe after posting."""
+        wanted = sorted(set(names))
+        found: set[str] = set()
+        now = _now()
+        async with self._engine.connect() as connection:
+            for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
+                query = sa.select(runs.c.name).where(
+                    runs.c.name.in_(wanted[start : start + _IN_CLAUSE_CHUNK]),
+                    runs.c.state == RunState.RUNNING.value,
+                    runs.c.claim_owner.is_not(None),
+                    runs.c.claim_until < now,
+                )
+                found.update((await connection.execute(query)).scalars())
+        return found
 
     async def claim_announcements(
         self, names: Iterable[str], owner: str, lease_seconds: float
@@ -871,6 +898,12 @@ class Store:
         insert = (
             self._dialect_insert(run_requests).on_conflict_do_nothing().returning(run_requests.c.id)
         )
+        if self._sqlite_file is not None:
+            # The async engine makes several thread hops per transaction, and in a burst each
+            # waits for a turn of a busy event loop: ~100 ms more per ack (BENCHMARKS.md).
+            if self._request_writer is None:
+                self._request_writer = _SqliteWriter(self._sqlite_file)
+            return await self._request_writer.insert(insert, rows)
         async with self._engine.begin() as connection:
             result = await connection.execute(insert, rows)
             return {row[0] for row in result}
@@ -1032,6 +1065,29 @@ def _input_from_row(row: sa.Row) -> RunInput:
         size=row.size,
         sha256=row.sha256,
     )
+
+
+class _SqliteWriter:
+    """One synchronous SQLAlchemy connection to a SQLite file on a thread of its own: a batch
+    of inserts is one hop to that thread and back."""
+
+    def __init__(self, path: str) -> None:
+        self._engine = sa.create_engine(
+            f"sqlite:///{path}", poolclass=sa.pool.StaticPool, connect_args={"timeout": 30}
+        )
+        sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-writer")
+
+    async def insert(self, statement: sa.Insert, rows: list[dict[str, Any]]) -> set[str]:
+        def write() -> set[str]:
+            with self._engine.begin() as connection:
+                return {row[0] for row in connection.execute(statement, rows)}
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, write)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._engine.dispose)
+        self._thread.shutdown(wait=True)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -288,6 +288,7 @@ class FakeSlack:
             "views.update": self._views_update,
             "users.info": self._users_info,
             "conversations.info": self._conversations_info,
+            "conversations.replies": self._conversations_replies,
             "conversations.join": self._conversations_join,
             "files.info": self._files_info,
             "files.getUploadURLExternal": self._files_get_upload_url_external,
@@ -788,6 +789,23 @@ class FakeSlack:
 
     def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": self._channel_object(_channel(args))}
+
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A thread, root first; message metadata only with `include_all_metadata`."""
+        channel = _channel(args)
+        ts = _opt_str(args, "ts")
+        if ts is None or self.find_message(channel, ts) is None:
+            raise _SlackError("thread_not_found")
+        with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        messages = []
+        for message in self.thread(channel, ts):
+            if message.deleted:
+                continue
+            shown = message.to_api()
+            if not with_metadata:
+                shown.pop("metadata", None)
+            messages.append(shown)
+        return {"messages": messages, "has_more": False, "response_metadata": {"next_cursor": ""}}
 
     def _conversations_join(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": self._channel_object(_channel(args))}

@@ -156,3 +156,58 @@ async def _age(bot: Bot, name: str, *, seconds: float) -> None:
         await connection.execute(
             runs.update().where(runs.c.name == name).values(created_at=runs.c.created_at - seconds)
         )
+
+
+async def _died_mid_announcement(bot: Bot, name: str) -> None:
+    """The run's announcement was claimed by a replica that died (its claim ran out)."""
+    import time
+
+    from bot.store import runs
+
+    async with bot.services.store._engine.begin() as connection:
+        await connection.execute(
+            runs.update()
+            .where(runs.c.name == name)
+            .values(
+                state=RunState.RUNNING.value,
+                announced_at=None,
+                claim_owner="replica-that-died",
+                claim_until=time.time() - 1,
+            )
+        )
+
+
+async def test_a_result_posted_by_a_replica_that_died_before_recording_it_is_not_posted_again(
+    bot: Bot,
+) -> None:
+    [name] = await start_runs(bot, 1)
+    await bot.wait_idle()
+    [posted] = announcements(bot)
+    assert posted.args["metadata"]["event_payload"]["workflow"] == name
+    # The replica posted the result, then died before the runs table said so.
+    await _died_mid_announcement(bot, name)
+
+    await bot.services.runs.poll_once()
+    await bot.hook(name)
+    await bot.wait_idle()
+
+    assert len(announcements(bot)) == 1
+    run = await bot.services.store.get_run(name)
+    assert run is not None and run.state is RunState.ANNOUNCED
+    assert bot.slack.calls_to("conversations.replies"), "the thread was read first"
+
+
+async def test_a_run_whose_announcer_died_before_posting_is_announced_once(bot: Bot) -> None:
+    bot.argo.auto_run = False
+    [name] = await start_runs(bot, 1)
+    await bot.wait_idle()
+    await bot.argo.complete(name, "Succeeded", run_hook=False)
+    await _died_mid_announcement(bot, name)
+
+    await bot.services.runs.poll_once()
+    await bot.hook(name)
+    await bot.wait_idle()
+
+    assert len(announcements(bot)) == 1
+    run = await bot.services.store.get_run(name)
+    assert run is not None and run.state is RunState.ANNOUNCED
