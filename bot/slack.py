@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -99,7 +101,7 @@ class SlackMessenger:
         found: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            try:
+            with _as_slack_error("conversations.replies"):
                 response = await self.client.conversations_replies(
                     channel=channel,
                     ts=thread_ts,
@@ -107,16 +109,6 @@ class SlackMessenger:
                     limit=200,
                     cursor=cursor,
                 )
-            except SlackApiError as error:
-                code = slack_error_code(error)
-                raise SlackError(
-                    f"Slack conversations.replies failed: {code}", transient=_is_transient(code)
-                ) from error
-            except (aiohttp.ClientError, TimeoutError) as error:
-                raise SlackError(
-                    f"Slack conversations.replies unreachable: {error.__class__.__name__}",
-                    transient=True,
-                ) from error
             for message in response.get("messages") or []:
                 if isinstance(message.get("metadata"), dict):
                     found.append(message["metadata"])
@@ -226,17 +218,22 @@ class SlackMessenger:
             ) from error
 
     async def _call(self, method: str, **arguments: object) -> dict:
-        try:
+        with _as_slack_error(method):
             response = await self.client.api_call(
                 method, json={k: v for k, v in arguments.items() if v is not None}
             )
-        except SlackApiError as error:
-            code = slack_error_code(error)
-            raise SlackError(
-                f"Slack {method} failed: {code}", transient=_is_transient(code)
-            ) from error
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise SlackError(
-                f"Slack {method} unreachable: {error.__class__.__name__}", transient=True
-            ) from error
         return dict(response.data) if isinstance(response.data, dict) else {}
+
+
+@contextmanager
+def _as_slack_error(method: str) -> Iterator[None]:
+    """Slack's refusals and network failures as SlackError, saying whether to try later."""
+    try:
+        yield
+    except SlackApiError as error:
+        code = slack_error_code(error)
+        raise SlackError(f"Slack {method} failed: {code}", transient=_is_transient(code)) from error
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise SlackError(
+            f"Slack {method} unreachable: {error.__class__.__name__}", transient=True
+        ) from error

@@ -6,6 +6,8 @@ import asyncio
 import itertools
 from typing import Any
 
+import pytest
+
 from bot.models import RunState
 from tests.conftest import Bot
 from tests.test_exit_hook import announcements, start_runs
@@ -177,14 +179,20 @@ async def _died_mid_announcement(bot: Bot, name: str) -> None:
         )
 
 
-async def test_a_result_posted_by_a_replica_that_died_before_recording_it_is_not_posted_again(
-    bot: Bot,
+@pytest.mark.parametrize("posted_before_dying", [True, False], ids=["posted", "not-posted"])
+async def test_a_run_whose_announcer_died_mid_announcement_is_announced_exactly_once(
+    bot: Bot, posted_before_dying: bool
 ) -> None:
+    bot.argo.auto_run = posted_before_dying
     [name] = await start_runs(bot, 1)
     await bot.wait_idle()
-    [posted] = announcements(bot)
-    assert posted.args["metadata"]["event_payload"]["workflow"] == name
-    # The replica posted the result, then died before the runs table said so.
+    if posted_before_dying:
+        [posted] = announcements(bot)
+        assert posted.args["metadata"]["event_payload"]["workflow"] == name
+    else:
+        await bot.argo.complete(name, "Succeeded", run_hook=False)
+    # The replica claimed the announcement and died (posting it first, or not), before the
+    # runs table said it was announced.
     await _died_mid_announcement(bot, name)
 
     await bot.services.runs.poll_once()
@@ -195,19 +203,3 @@ async def test_a_result_posted_by_a_replica_that_died_before_recording_it_is_not
     run = await bot.services.store.get_run(name)
     assert run is not None and run.state is RunState.ANNOUNCED
     assert bot.slack.calls_to("conversations.replies"), "the thread was read first"
-
-
-async def test_a_run_whose_announcer_died_before_posting_is_announced_once(bot: Bot) -> None:
-    bot.argo.auto_run = False
-    [name] = await start_runs(bot, 1)
-    await bot.wait_idle()
-    await bot.argo.complete(name, "Succeeded", run_hook=False)
-    await _died_mid_announcement(bot, name)
-
-    await bot.services.runs.poll_once()
-    await bot.hook(name)
-    await bot.wait_idle()
-
-    assert len(announcements(bot)) == 1
-    run = await bot.services.store.get_run(name)
-    assert run is not None and run.state is RunState.ANNOUNCED
