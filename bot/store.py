@@ -816,10 +816,7 @@ class Store:
 
     async def _claim_control(self, name: str, statement: sa.Update) -> tuple[bool, RunControls]:
         """Run one conditional UPDATE on the run's controls row (created when missing)."""
-        dialect = self._engine.dialect.name
-        insert = (sa_postgresql.insert if dialect == "postgresql" else sa_sqlite.insert)(
-            run_controls
-        )
+        insert = self._dialect_insert(run_controls)
         async with self._engine.begin() as connection:
             await connection.execute(insert.values(name=name).on_conflict_do_nothing())
             claimed = (await connection.execute(statement)).rowcount == 1
