@@ -14,6 +14,8 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.cli import new_event_loop  # the service's own event loop, for a like-for-like floor
+
 
 def build(signing_secret: str, mode: str) -> web.Application:
     bolt = AsyncApp(
@@ -47,4 +49,12 @@ async def _authorization():  # type: ignore[no-untyped-def]
 
 if __name__ == "__main__":
     port, mode, secret = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    web.run_app(build(secret, mode), host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(
+        build(secret, mode),
+        host="127.0.0.1",
+        port=port,
+        print=None,
+        access_log=None,
+        backlog=2048,  # as the service's: a dropped SYN costs its client a 1 s retry
+        loop=new_event_loop(),
+    )

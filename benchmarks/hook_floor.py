@@ -3,10 +3,11 @@
     python -m benchmarks.hook_floor PORT  (settings in the environment, one JSON line on stdin)
 
 Per hook: check the bearer token (the same HMAC the service checks), answer 202, then in a
-task presign the run's artifact keys with aiobotocore and make one `chat.postMessage` to
-the fake Slack with a plain aiohttp POST. No database, no Argo read, no HEAD, no thread: the
-least work that still puts a result with working links in Slack. The artifact keys are the
-ones the benchmark wrote (`sessions/<name>/<step>/<file>`), known here by convention.
+task presign the run's artifact keys (with the service's own local signer) and make one
+`chat.postMessage` to the fake Slack with a plain aiohttp POST. No database, no Argo read, no
+S3 request, no thread: the least work that still puts a result with working links in Slack.
+The artifact keys are the ones the benchmark wrote (`sessions/<name>/<step>/<file>`), known
+here by convention.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from aiohttp import web
 
-from stand_ins.s3_server import isolated_session_vars
+from bot.cli import new_event_loop  # the service's own event loop, for a like-for-like floor
+from bot.storage import S3Storage
 from workflows.manifest import hook_token_matches
 
 HTTP = web.AppKey("http", aiohttp.ClientSession)
@@ -38,32 +38,25 @@ def build(config: dict[str, Any]) -> web.Application:
     slack_auth = {"Authorization": f"Bearer {config['SLACK_BOT_TOKEN']}"}
 
     async def clients(app: web.Application) -> AsyncIterator[None]:
-        session = get_session(isolated_session_vars())
-        async with (
-            aiohttp.ClientSession() as http,
-            session.create_client(
-                "s3",
-                endpoint_url=config["S3_ENDPOINT_URL"],
-                aws_access_key_id=config["S3_ACCESS_KEY"],
-                aws_secret_access_key=config["S3_SECRET_KEY"],
-                region_name=config["S3_REGION"],
-                config=AioConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
-            ) as s3,
-        ):
-            app[HTTP], app[S3], app[TASKS] = http, s3, set()
+        # The service's own presign (botocore's SigV4 query signer, local): the same signing
+        # work per link as the service, so the floor differs only in what it leaves out.
+        storage = S3Storage(
+            bucket=config["S3_BUCKET"],
+            endpoint_url=config["S3_ENDPOINT_URL"],
+            access_key=config["S3_ACCESS_KEY"],
+            secret_key=config["S3_SECRET_KEY"],
+            region=config["S3_REGION"],
+        )
+        await storage.open()
+        async with aiohttp.ClientSession() as http:
+            app[HTTP], app[S3], app[TASKS] = http, storage, set()
             yield
             await asyncio.gather(*app[TASKS], return_exceptions=True)
+        await storage.close()
 
     async def announce(app: web.Application, name: str, channel: str) -> None:
-        s3: Any = app[S3]
-        links = [
-            await s3.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": config["S3_BUCKET"], "Key": key.format(name=name)},
-                ExpiresIn=3600,
-            )
-            for key in keys
-        ]
+        storage: Any = app[S3]
+        links = [storage.presigned_get_url(key.format(name=name), 3600) for key in keys]
         text = f"{name} succeeded: " + " ".join(f"<{url}|{i}>" for i, url in enumerate(links))
         body = {"channel": channel, "text": text, "unfurl_links": False}
         async with app[HTTP].post(slack_url, json=body, headers=slack_auth) as response:
@@ -93,4 +86,12 @@ if __name__ == "__main__":
     settings = json.loads(sys.stdin.readline())
     os.environ.pop("AWS_PROFILE", None)
     port = int(sys.argv[1])
-    web.run_app(build(settings), host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(
+        build(settings),
+        host="127.0.0.1",
+        port=port,
+        print=None,
+        access_log=None,
+        backlog=2048,  # as the service's
+        loop=new_event_loop(),
+    )

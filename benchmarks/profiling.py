@@ -39,7 +39,7 @@ def listen_overflows() -> int:
 
 @contextlib.contextmanager
 def py_spy(
-    pids: dict[str, int], directory: Path | None, rate: int = 200, *, gil: bool = True
+    pids: dict[str, int], directory: Path | None, rate: int = 1000, *, gil: bool = True
 ) -> Iterator[None]:
     """Record each named process while the block runs; nothing when `directory` is None.
 

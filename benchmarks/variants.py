@@ -6,8 +6,8 @@ Each variant is a small patch of one function outside benchmarks/, applied in th
 only, named after what it changes; BENCHMARKS.md quotes the figures with and without it and
 the change to make for real. With no BENCH_VARIANTS this is exactly `argo-chatops serve`.
 The variants measured in BENCHMARKS.md's first rounds (big_backlog, quiet_starts,
-no_request_tag, announce_limit, sqlite_one_connection, list_sizes, light_hook_lookup) are
-now part of the service and were removed from here.
+no_request_tag, announce_limit, sqlite_one_connection, list_sizes, light_hook_lookup) and
+round 3's (uvloop, no_sizes, gc_freeze) are now part of the service and were removed from here.
 """
 
 from __future__ import annotations
@@ -56,6 +56,47 @@ def no_request_journal() -> None:
         )
 
     RequestJournal.record = record  # type: ignore[method-assign]
+
+
+@variant
+def no_root_edits() -> None:
+    """Measurement only: thread roots are not edited after an announcement."""
+    from bot.runs import RunService
+
+    async def show_final(self: RunService, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    RunService._show_final = show_final  # type: ignore[method-assign]
+
+
+@variant
+def no_http_trace() -> None:
+    """Measurement only: the shared aiohttp session has no TraceConfig (no request metrics)."""
+    import aiohttp
+
+    original = aiohttp.ClientSession.__init__
+
+    def without_traces(self: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> None:
+        kwargs.pop("trace_configs", None)
+        original(self, *args, **kwargs)
+
+    aiohttp.ClientSession.__init__ = without_traces  # type: ignore[method-assign]
+
+
+@variant
+def wide_announce() -> None:
+    """Measurement only: 64 announcements at once instead of 32."""
+    from bot import runs
+
+    runs.ANNOUNCE_CONCURRENCY = 64
+
+
+@variant
+def short_window() -> None:
+    """Measurement only: hook batches gather for 5 ms instead of 20 ms."""
+    from bot import runs
+
+    runs.HOOK_BATCH_WINDOW = 0.005
 
 
 def apply(names: str) -> None:

@@ -13,7 +13,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 
-from bot import logging_setup, socket_mode
+from bot import logging_setup
 from bot.access import Access
 from bot.audit import Audit
 from bot.file_runs import FileRunService
@@ -268,6 +268,8 @@ async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
     if token is None:
         yield
         return
+    from bot import socket_mode  # only with SLACK_APP_TOKEN: Bolt's Socket Mode adapter (RSS)
+
     async with socket_mode.connected(services.bolt, token.get_secret_value()):
         yield
 

@@ -1,6 +1,6 @@
 """The buttons on a run's messages: their action ids, values and Block Kit.
 
-A leaf module (only slack_sdk and the models), so both the message renderers and the
+A leaf module (only the Block Kit builders and the models), so both the message renderers and the
 action handlers can use it. Every button carries the workflow name as its value; what a
 click does is decided again from the store, never from the button.
 """
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement
-
+from bot.blocks import actions, button, confirm
 from bot.models import Phase, RunAction
 
 LOGS = "argo_logs"
@@ -25,32 +24,22 @@ ACTIONS = {STOP: RunAction.STOP, RETRY: RunAction.RETRY, RESUBMIT: RunAction.RES
 
 def stop_block(name: str) -> dict[str, Any]:
     """The thread root of a running run: Stop (exit handlers still run)."""
-    stop = ButtonElement(
-        text="Stop",
-        action_id=STOP,
-        value=name,
-        style="danger",
-        confirm={
-            "title": {"type": "plain_text", "text": "Stop this run?"},
-            "text": {
-                "type": "mrkdwn",
-                "text": f"Argo stops `{name}`; its exit handler still runs.",
-            },
-            "confirm": {"type": "plain_text", "text": "Stop it"},
-            "deny": {"type": "plain_text", "text": "Keep running"},
-        },
+    sure = confirm(
+        title="Stop this run?",
+        text=f"Argo stops `{name}`; its exit handler still runs.",
+        ok="Stop it",
+        deny="Keep running",
     )
-    return ActionsBlock(block_id=f"run_root:{name}", elements=[stop]).to_dict()
+    stop = button("Stop", STOP, name, style="danger", confirm=sure)
+    return actions(f"run_root:{name}", [stop])
 
 
 def result_block(name: str, phase: Phase, ui_link: str | None) -> dict[str, Any]:
     """The announcement: Logs, Retry (failures only), Resubmit, and Open in Argo."""
-    elements = [ButtonElement(text="Logs", action_id=LOGS, value=name)]
+    elements = [button("Logs", LOGS, name)]
     if phase in (Phase.FAILED, Phase.ERROR):
-        elements.append(ButtonElement(text="Retry", action_id=RETRY, value=name, style="primary"))
-    elements.append(ButtonElement(text="Resubmit", action_id=RESUBMIT, value=name))
+        elements.append(button("Retry", RETRY, name, style="primary"))
+    elements.append(button("Resubmit", RESUBMIT, name))
     if ui_link:
-        elements.append(
-            ButtonElement(text="Open in Argo", action_id=OPEN_IN_ARGO, value=name, url=ui_link)
-        )
-    return ActionsBlock(block_id=f"run_result:{name}", elements=elements).to_dict()
+        elements.append(button("Open in Argo", OPEN_IN_ARGO, name, url=ui_link))
+    return actions(f"run_result:{name}", elements)

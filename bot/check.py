@@ -261,7 +261,7 @@ async def _s3_probe(storage: S3Storage, session: aiohttp.ClientSession, where: s
                 "the probe object read back differently",
                 "Something between the bot and S3 rewrites objects.",
             )
-        url = await storage.presigned_get_url(key, 300)
+        url = storage.presigned_get_url(key, 300)
         await _fetch_presigned(session, url, content)
     finally:
         await client.delete_object(Bucket=storage.bucket, Key=key)

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
-
+from bot.blocks import context, section
 from bot.messages import (
     MAX_BLOCKS,
     PHASE_ICONS,
@@ -44,11 +43,11 @@ def note(text: str) -> SlackMessage:
 
 
 def _section(text: str) -> dict:
-    return SectionBlock(text=MarkdownTextObject(text=_fit(text, SECTION_LIMIT))).to_dict()
+    return section(_fit(text, SECTION_LIMIT))
 
 
 def _context(parts: Sequence[str]) -> dict:
-    return ContextBlock(elements=[MarkdownTextObject(text=" · ".join(parts))]).to_dict()
+    return context(" · ".join(parts))
 
 
 def _fit(text: str, limit: int) -> str:

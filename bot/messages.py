@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from slack_sdk.models.blocks import ContextBlock, MarkdownTextObject, SectionBlock
-
 from bot import buttons
+from bot.blocks import context, section
 from bot.models import Artifact, Phase, RunInput, TemplateInfo, WorkflowStatus
 
 SECTION_LIMIT = 3000  # characters in one section's text
@@ -116,21 +115,20 @@ def run_root(
         icon = PHASE_ICONS.get(status.phase, ":grey_question:")
         state = f"{icon} {status.phase.value} in {format_duration(status.duration_seconds)}"
         state_text = f"{status.phase.value.lower()} in {format_duration(status.duration_seconds)}"
-    blocks: list[Any] = [SectionBlock(text=MarkdownTextObject(text=headline))]
+    blocks = [section(headline)]
     parameters_line = _parameters_line(parameters)
     if parameters_line:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=parameters_line)))
+        blocks.append(section(parameters_line))
     if inputs:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=_inputs_line(inputs))))
-    context = [state]
+        blocks.append(section(_inputs_line(inputs)))
+    footer = [state]
     if ui_link:
-        context.append(_link(ui_link, "Open in Argo"))
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=" · ".join(context))]))
-    rendered = [block.to_dict() for block in blocks]
+        footer.append(_link(ui_link, "Open in Argo"))
+    blocks.append(context(" · ".join(footer)))
     if status is None:
-        rendered.append(buttons.stop_block(name))
+        blocks.append(buttons.stop_block(name))
     text = f"{template} run {name} started by <@{user_id}>: {state_text}"
-    return SlackMessage(text=text, blocks=rendered)
+    return SlackMessage(text=text, blocks=blocks)
 
 
 def run_result(
@@ -154,7 +152,7 @@ def run_result(
     mention = user_id if user_id and status.phase is not Phase.SUCCEEDED else None
     if mention:
         headline += f" · <@{mention}>"
-    blocks: list[Any] = [SectionBlock(text=MarkdownTextObject(text=headline))]
+    blocks = [section(headline)]
 
     if status.phase is not Phase.SUCCEEDED:
         problem = []
@@ -166,36 +164,30 @@ def run_result(
         if status.message:
             problem.append(f"*Message:* {escape(_shorten(status.message, 500))}")
         if problem:
-            blocks.append(
-                SectionBlock(
-                    text=MarkdownTextObject(text=_shorten("\n".join(problem), SECTION_LIMIT))
-                )
-            )
+            blocks.append(section(_shorten("\n".join(problem), SECTION_LIMIT)))
 
-    for section in _artifact_sections(artifacts, budget=MAX_BLOCKS - len(blocks) - 1):
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=section)))
+    for text in _artifact_sections(artifacts, budget=MAX_BLOCKS - len(blocks) - 1):
+        blocks.append(section(text))
 
     if ui_link and not with_buttons:
-        blocks.append(
-            ContextBlock(elements=[MarkdownTextObject(text=_link(ui_link, "Open in Argo"))])
-        )
+        blocks.append(context(_link(ui_link, "Open in Argo")))
     fallback = f"{status.name} {outcome} after {duration}"
     if artifacts:
         fallback += f", {len(artifacts)} artifact(s)"
     if mention:
         fallback += f" <@{mention}>"
-    rendered = [block.to_dict() for block in blocks]
     if with_buttons:
-        rendered.append(buttons.result_block(status.name, status.phase, ui_link))
-    return SlackMessage(text=fallback, blocks=rendered)
+        blocks.append(buttons.result_block(status.name, status.phase, ui_link))
+    return SlackMessage(text=fallback, blocks=blocks)
 
 
 def _artifact_line(artifact: Artifact) -> str:
     where = f"{artifact.step} · {artifact.name}"
     if artifact.url:
         link = _link(artifact.url, artifact.file_name)
-        return f"• {link} — {format_size(artifact.size)} ({escape(where)})"
-    reason = "not found in storage" if artifact.size is None else "no link"
+        size = "" if artifact.size is None else f" — {format_size(artifact.size)}"
+        return f"• {link}{size} ({escape(where)})"
+    reason = "deleted by artifact GC" if artifact.deleted else "no link"
     return f"• {code(artifact.file_name)} — {reason} ({escape(where)})"
 
 

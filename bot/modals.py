@@ -13,18 +13,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    InputBlock,
-    MarkdownTextObject,
-    Option,
-    PlainTextInputElement,
-    PlainTextObject,
-    SectionBlock,
-    StaticSelectElement,
+from bot.blocks import (
+    file_input,
+    input_block,
+    modal,
+    plain_text_input,
+    section,
+    static_select,
 )
-from slack_sdk.models.blocks.block_elements import FileInputElement
-from slack_sdk.models.views import View
-
 from bot.inputs import file_problem
 from bot.messages import escape
 from bot.models import ParameterSpec, TemplateInfo
@@ -79,15 +75,15 @@ class Submission:
 
 def run_form(template: TemplateInfo, given: Mapping[str, str], context: FormContext) -> dict:
     """The modal view for one template, pre-filled with defaults and `given` values."""
-    blocks: list[Any] = []
+    blocks: list[dict[str, Any]] = []
     if template.description:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=escape(template.description))))
+        blocks.append(section(escape(template.description)))
     for artifact in template.input_artifacts:
         blocks.append(
-            InputBlock(
-                block_id=ARTIFACT_BLOCK + artifact,
-                label=PlainTextObject(text=f"File for {artifact}"),
-                element=FileInputElement(action_id=FILES_ACTION, max_files=1),
+            input_block(
+                ARTIFACT_BLOCK + artifact,
+                f"File for {artifact}",
+                file_input(FILES_ACTION, max_files=1),
                 optional=False,
             )
         )
@@ -101,35 +97,27 @@ def run_form(template: TemplateInfo, given: Mapping[str, str], context: FormCont
     title = f"Run {template.name}"
     if len(title) > TITLE_LIMIT:
         title = title[: TITLE_LIMIT - 1] + "…"
-    view = View(
-        type="modal",
+    return modal(
         callback_id=CALLBACK_ID,
-        title=PlainTextObject(text=title),
-        submit=PlainTextObject(text="Start"),
-        close=PlainTextObject(text="Cancel"),
+        title=title,
+        submit="Start",
+        close="Cancel",
         private_metadata=context.dump(),
         blocks=blocks,
     )
-    return view.to_dict()
 
 
-def _parameter_block(spec: ParameterSpec, initial: str | None) -> InputBlock:
-    element: Any
+def _parameter_block(spec: ParameterSpec, initial: str | None) -> dict[str, Any]:
     if _fits_a_select(spec.enum):
-        options = [Option(text=PlainTextObject(text=value), value=value) for value in spec.enum]
-        chosen = next((o for o in options if o.value == initial), None)
-        element = StaticSelectElement(
-            action_id=VALUE_ACTION, options=options, initial_option=chosen
-        )
+        element = static_select(VALUE_ACTION, spec.enum, initial=initial)
     else:
         prefill = initial if initial and len(initial) <= MAX_TEXT_INPUT else None
-        element = PlainTextInputElement(action_id=VALUE_ACTION, initial_value=prefill)
-    hint = PlainTextObject(text=spec.description[:2000]) if spec.description else None
-    return InputBlock(
-        block_id=PARAMETER_BLOCK + spec.name,
-        label=PlainTextObject(text=spec.name),
-        element=element,
-        hint=hint,
+        element = plain_text_input(VALUE_ACTION, initial_value=prefill)
+    return input_block(
+        PARAMETER_BLOCK + spec.name,
+        spec.name,
+        element,
+        hint=spec.description[:2000] if spec.description else None,
         optional=not spec.required,
     )
 

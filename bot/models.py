@@ -150,6 +150,7 @@ class Artifact(BaseModel):
     bucket: str
     size: int | None = None
     url: str | None = None
+    deleted: bool = False  # removed by Argo's artifact garbage collection
 
     @property
     def file_name(self) -> str:

@@ -29,11 +29,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.commands import TEMPLATE_NAME
-from bot.routes import _one_line, _UniqueKeyLoader
+from bot.routes import _one_line, _unique_key_loader
 
 DEFAULT_RUNS_PER_USER_PER_HOUR = 60
 ANY_TEMPLATE = "*"
@@ -131,8 +130,12 @@ def load_policy(path: Path | None) -> Policy:
     """Parse and validate the policy file; PolicyError names what is wrong and where."""
     if path is None:
         return Policy()
+    import yaml  # only when POLICY_FILE is set (RSS)
+
     try:
-        document: Any = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        document: Any = yaml.load(
+            Path(path).read_text(encoding="utf-8"), Loader=_unique_key_loader()
+        )
     except OSError as error:
         raise PolicyError(f"{path}: cannot read it ({error.strerror or error})") from error
     except yaml.YAMLError as error:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.commands import PARAMETER_NAME, TEMPLATE_NAME
+
+if TYPE_CHECKING:
+    import yaml
 
 CHANNEL_ID = r"^[CG][A-Z0-9]{2,20}$"
 _FILE_TYPE = r"^[a-z0-9]{1,16}$"
@@ -83,8 +85,10 @@ def load_routes(path: Path | None) -> DropZones:
     """Parse and validate the routes file; RoutesError names what is wrong and where."""
     if path is None:
         return DropZones()
+    import yaml  # only when ROUTES_FILE is set (RSS)
+
     try:
-        document = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        document = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_unique_key_loader())
     except OSError as error:
         raise RoutesError(f"{path}: cannot read it ({error.strerror or error})") from error
     except yaml.YAMLError as error:
@@ -121,19 +125,23 @@ def load_routes(path: Path | None) -> DropZones:
     return DropZones(zones)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+def _unique_key_loader() -> type[yaml.SafeLoader]:
     """SafeLoader that refuses duplicate keys (plain YAML silently keeps the last one)."""
+    import yaml  # only when a routes or policy file is set (RSS)
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _text(value: Any) -> Any:

@@ -74,7 +74,7 @@ HOOK_RECHECK_DELAYS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 # otherwise advance a thousand announcements in lockstep, and even the first ends last.
 ANNOUNCE_CONCURRENCY = 32
 # Hooked runs claimed ahead of the announcements (a queue short enough for no lease to lapse).
-CLAIM_AHEAD = 2 * ANNOUNCE_CONCURRENCY
+CLAIM_AHEAD = 8 * ANNOUNCE_CONCURRENCY
 # Thread roots edited at once after announcements: the results themselves go out first.
 ROOT_EDIT_CONCURRENCY = 4
 # After a hook's announcement, its root is edited once no announcement is left to make, or
@@ -82,8 +82,9 @@ ROOT_EDIT_CONCURRENCY = 4
 ROOT_EDIT_DEFER_SECONDS = 5.0
 # Hooks are checked in batches: how long a batch gathers, and its largest size.
 HOOK_BATCH_WINDOW = 0.02
-HOOK_BATCH_MAX = CLAIM_AHEAD
+HOOK_BATCH_MAX = CLAIM_AHEAD // 2
 MARK_BATCH_MAX = 500
+HOOK_LOOKUP_BATCH_MAX = 500
 # The message metadata of a posted result (how a thread is searched after a crash).
 RESULT_EVENT = "argo_chatops_result"
 POLL_CREATED_MARGIN = timedelta(minutes=10)
@@ -218,6 +219,11 @@ class RunService:
         # posted while the previous one was being written (no wait when the bot is idle).
         self._marks: Coalescer[Mark, None] = Coalescer(
             self._mark_announced, window=0.0, max_batch=MARK_BATCH_MAX
+        )
+        # Hooks are checked against the runs table together in the same way: one query for
+        # those that arrived while the previous one ran.
+        self._namespaces: Coalescer[str, str | None] = Coalescer(
+            self._look_up_namespaces, window=0.0, max_batch=HOOK_LOOKUP_BATCH_MAX
         )
         self.submission_grace_seconds = SUBMISSION_GRACE_SECONDS
         self.upload_grace_seconds = UPLOAD_GRACE_SECONDS
@@ -461,7 +467,12 @@ class RunService:
 
     async def run_namespace(self, name: str) -> str | None:
         """The namespace of a run of ours, None when it is not ours: all a hook needs checked."""
-        return await self._store.run_namespace(name)
+        return await self._namespaces.submit(name)
+
+    async def _look_up_namespaces(self, batch: Batch[str, str | None]) -> None:
+        found = await self._store.run_namespaces(batch)
+        for name, waiting in batch.items():
+            _settle(waiting, found.get(name))
 
     def follow_hook(self, name: str) -> None:
         """Re-read the workflow a hook named until Argo says it completed (seconds, not a poll)."""
@@ -651,7 +662,7 @@ class RunService:
             await self._marks.submit(Mark(run.name, status.phase, status.finished_at))
             return
         ui_link = self._settings.argo_ui_link(run.namespace, run.name)
-        artifacts = await self._linked_artifacts(run.name, status.artifacts)
+        artifacts = self._linked_artifacts(run.name, status.artifacts)
         result = messages.run_result(
             status, artifacts, ui_link=ui_link, user_id=run.user_id, with_buttons=True
         )
@@ -700,43 +711,22 @@ class RunService:
             ui_link = self._settings.argo_ui_link(run.namespace, run.name)
             await self._show(run, ui_link, status=status)
 
-    async def _linked_artifacts(self, name: str, found: tuple[Artifact, ...]) -> list[Artifact]:
-        """Sizes and presigned links, only for objects under this run's own prefixes.
+    def _linked_artifacts(self, name: str, found: tuple[Artifact, ...]) -> list[Artifact]:
+        """Presigned links for the artifacts Argo reports, only under this run's own prefixes.
 
-        Sizes come from one listing per prefix in use (not a HEAD per artifact); an artifact
-        missing from its listing gets no link. When S3 cannot list, links go out unsized.
+        Argo lists an output only once it has saved it, so no S3 request is made: signing is
+        local. An artifact outside the run's prefixes, or deleted by artifact GC, gets no link.
         """
         own = (f"sessions/{name}/", f"{name}/")
-        placed = []
+        expiry = self._settings.presign_expiry_seconds
+        linked = []
         for artifact in found:
             bucket = artifact.bucket or self._storage.bucket
-            prefix = next((p for p in own if artifact.key.startswith(p)), None)
-            placed.append((artifact.model_copy(update={"bucket": bucket}), prefix))
-        wanted = sorted({(a.bucket, prefix) for a, prefix in placed if prefix is not None})
-        listed = await asyncio.gather(*(self._sizes(*where) for where in wanted))
-        listings = dict(zip(wanted, listed, strict=True))
-
-        async def link(artifact: Artifact, prefix: str | None) -> Artifact:
-            if prefix is None:
-                return artifact
-            sizes = listings[(artifact.bucket, prefix)]
-            if sizes is not None:
-                if artifact.key not in sizes:
-                    return artifact
-                artifact = artifact.model_copy(update={"size": sizes[artifact.key]})
-            url = await self._storage.presigned_get_url(
-                artifact.key, self._settings.presign_expiry_seconds, artifact.bucket
-            )
-            return artifact.model_copy(update={"url": url})
-
-        return list(await asyncio.gather(*(link(a, prefix) for a, prefix in placed)))
-
-    async def _sizes(self, bucket: str, prefix: str) -> dict[str, int] | None:
-        try:
-            return await self._storage.object_sizes(prefix, bucket)
-        except StorageError:
-            logger.warning("could not list %s in %s", prefix, bucket, exc_info=True)
-            return None
+            url = None
+            if not artifact.deleted and artifact.key.startswith(own):
+                url = self._storage.presigned_get_url(artifact.key, expiry, bucket)
+            linked.append(artifact.model_copy(update={"bucket": bucket, "url": url}))
+        return linked
 
     # -- recovery ------------------------------------------------------------------------
 

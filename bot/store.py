@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as sa_postgresql
-from sqlalchemy.dialects import sqlite as sa_sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -325,11 +323,16 @@ class Store:
             inputs = [_input_from_row(item) for item in await connection.execute(query)]
         return _run_from_row(row).model_copy(update={"inputs": tuple(inputs)})
 
-    async def run_namespace(self, name: str) -> str | None:
-        """The namespace of a stored run, or None: what an exit hook needs to be checked."""
-        query = sa.select(runs.c.namespace).where(runs.c.name == name)
+    async def run_namespaces(self, names: Iterable[str]) -> dict[str, str]:
+        """Name → namespace of the stored runs among `names`: what exit hooks need checked."""
+        wanted = list(dict.fromkeys(names))
+        found: dict[str, str] = {}
         async with self._engine.connect() as connection:
-            return (await connection.execute(query)).scalar()
+            for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
+                chunk = wanted[start : start + _IN_CLAUSE_CHUNK]
+                query = sa.select(runs.c.name, runs.c.namespace).where(runs.c.name.in_(chunk))
+                found.update((row.name, row.namespace) for row in await connection.execute(query))
+        return found
 
     async def get_runs(self, names: Iterable[str]) -> dict[str, Run]:
         """Several runs with their input files, in two queries per chunk of names."""
@@ -972,9 +975,14 @@ class Store:
         return None if row is None else (row[0], row[1])
 
     def _dialect_insert(self, table: sa.Table):  # type: ignore[no-untyped-def]
+        # Imported here, so a service never loads the other database's dialect (RSS).
         if self._engine.dialect.name == "postgresql":
-            return sa_postgresql.insert(table)
-        return sa_sqlite.insert(table)
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(table)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
 
     async def remember_event(self, event_id: str) -> bool:
         """Record a Slack event id; False when it was seen before (a Slack retry)."""

@@ -82,6 +82,7 @@ class QuietGate:
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
 
     def enter(self) -> None:
         self._in_flight += 1
@@ -93,13 +94,25 @@ class QuietGate:
     def leave(self) -> None:
         self._in_flight -= 1
         if self._in_flight == 0:
-            self._timer = asyncio.get_running_loop().call_later(
-                self._quiet_seconds, self._quiet.set
-            )
+            self._timer = asyncio.get_running_loop().call_later(self._quiet_seconds, self._open)
 
     async def wait(self, limit: float = 1.0) -> None:
-        """Until no Slack request was in flight for a moment, or `limit` seconds at most."""
+        """Until no Slack request was in flight for a moment, or `limit` seconds at most.
+
+        Everyone waiting in one busy spell shares one deadline (`limit` after the first of
+        them), not a timer each: a burst of commands starts hundreds of waits at once.
+        """
         if self._quiet.is_set():
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._quiet.wait(), timeout=limit)
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(limit, self._open)
+        await self._quiet.wait()
+
+    def _open(self) -> None:
+        """A quiet moment, or the shared deadline (requests may still be in flight): let every
+        waiter go."""
+        for timer in (self._timer, self._deadline):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._deadline = None
+        self._quiet.set()

@@ -523,7 +523,11 @@ def _artifacts(nodes: Mapping[str, Any]) -> list[Artifact]:
             found.setdefault(
                 key,
                 Artifact(
-                    name=str(raw.get("name")), step=step, key=key, bucket=s3.get("bucket") or ""
+                    name=str(raw.get("name")),
+                    step=step,
+                    key=key,
+                    bucket=s3.get("bucket") or "",
+                    deleted=raw.get("deleted") is True,
                 ),
             )
     return sorted(found.values(), key=lambda a: a.key)

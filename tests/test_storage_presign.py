@@ -1,0 +1,84 @@
+"""Presigned links are signed locally with botocore's SigV4 query signer.
+
+They must be exactly the links the aiobotocore client itself would give, for awkward keys,
+other buckets and AWS's own endpoints, and open the object on the S3 stand-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from bot.storage import S3Storage
+from stand_ins.s3_server import S3Config
+
+KEYS = [
+    "sessions/csv-summary-ab12c/report/out.txt",
+    "sessions/run/step/a file (1) + ümlaut ~!*'.csv",
+    "run/deep/er/path/x%2Fy.txt",
+]
+
+
+@pytest.fixture
+async def storage(s3: S3Config) -> AsyncIterator[S3Storage]:
+    store = S3Storage(
+        bucket=s3.bucket,
+        endpoint_url=s3.endpoint_url,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+        region=s3.region,
+    )
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def _same_second(storage: S3Storage, key: str, bucket: str | None) -> tuple[str, str]:
+    """Ours and the client's link for the same key, signed within the same second."""
+    for _ in range(5):
+        ours = storage.presigned_get_url(key, 3600, bucket)
+        theirs = await storage.client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket or storage.bucket, "Key": key}, ExpiresIn=3600
+        )
+        if _query(ours)["X-Amz-Date"] == _query(theirs)["X-Amz-Date"]:
+            return ours, theirs
+    raise AssertionError("could not sign both links within one second")
+
+
+def _query(url: str) -> dict[str, str]:
+    return {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("bucket", [None, "other-bucket"])
+async def test_links_are_the_clients_own(storage: S3Storage, key: str, bucket: str | None) -> None:
+    ours, theirs = await _same_second(storage, key, bucket)
+    assert ours == theirs
+    assert _query(ours)["X-Amz-Expires"] == "3600"
+
+
+async def test_links_for_aws_endpoints_are_the_clients_own() -> None:
+    store = S3Storage(
+        bucket="artifacts", endpoint_url=None, access_key="AKIA", secret_key="x", region="eu-west-1"
+    )
+    await store.open()
+    try:
+        ours, theirs = await _same_second(store, KEYS[1], None)
+    finally:
+        await store.close()
+    assert ours == theirs
+    assert ours.startswith("https://s3.eu-west-1.amazonaws.com/artifacts/sessions/run/step/")
+
+
+async def test_a_link_opens_the_object(storage: S3Storage) -> None:
+    # (moto does not check signatures: the equality with the client's links above is what
+    # shows they are right.)
+    key = KEYS[1]
+    await storage.client.put_object(Bucket=storage.bucket, Key=key, Body=b"the bytes")
+    url = storage.presigned_get_url(key, 60)
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200
+        assert await response.read() == b"the bytes"
