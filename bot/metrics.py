@@ -257,8 +257,14 @@ async def _slack_error(response: aiohttp.ClientResponse) -> str | None:
     if (response.content_length or 0) > MAX_PEEK_BYTES:
         return None
     try:
-        body = json.loads(await response.read())
-    except (ValueError, aiohttp.ClientError):
+        raw = await response.read()
+    except aiohttp.ClientError:
+        return None
+    if b"false" not in raw:  # an `ok: false` answer must say so; most answers are not one
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
         return None
     if isinstance(body, dict) and body.get("ok") is False:
         return _label(str(body.get("error") or "error"))

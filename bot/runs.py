@@ -204,9 +204,10 @@ class RunService:
         self._announcing = asyncio.Semaphore(ANNOUNCE_CONCURRENCY)
         self._root_edits = asyncio.Semaphore(ROOT_EDIT_CONCURRENCY)
         self._claimed = 0  # announcements claimed by this replica and not finished
+        self._checking = 0  # hooked runs waiting for their batch's read and claim
         self._claim_room = asyncio.Event()
-        self._no_claims = asyncio.Event()
-        self._no_claims.set()
+        self._burst_over = asyncio.Event()  # nothing hooked is waiting to be announced
+        self._burst_over.set()
         self._releasing: set[asyncio.Task[None]] = set()
         self._hooks: Coalescer[str, Checked] = Coalescer(
             self._check_hooked,
@@ -501,7 +502,11 @@ class RunService:
 
     async def _finish_hooked(self, name: str, received: float) -> Outcome:
         """`finish` for a hook, whose run, workflow and claim are read in a batch with others."""
-        checked = await self._hooks.submit(name)
+        self._count_checking(1)
+        try:
+            checked = await self._hooks.submit(name)
+        finally:
+            self._count_checking(-1)
         if isinstance(checked, Outcome):
             return checked
         await self._announce_claimed(checked.run, checked.status, checked.maybe_posted)
@@ -619,12 +624,19 @@ class RunService:
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.warning("could not give back an abandoned claim: %s", error)
 
+    def _count_checking(self, change: int) -> None:
+        self._checking += change
+        self._note_burst()
+
+    def _note_burst(self) -> None:
+        if self._claimed or self._checking:
+            self._burst_over.clear()
+        else:
+            self._burst_over.set()
+
     def _count_claims(self, change: int) -> None:
         self._claimed += change
-        if self._claimed:
-            self._no_claims.clear()
-        else:
-            self._no_claims.set()
+        self._note_burst()
         if self._claimed < CLAIM_AHEAD:
             self._claim_room.set()
         else:
@@ -701,12 +713,13 @@ class RunService:
     ) -> None:
         """The thread root shows how the run ended, after its announcement and a few at a time.
 
-        `after_burst` (hooks): first wait until this replica has no claimed announcement left
-        (at most ROOT_EDIT_DEFER_SECONDS), so that in a burst the results go out first.
+        `after_burst` (hooks): first wait until this replica has no hooked run left to check
+        or announce (at most ROOT_EDIT_DEFER_SECONDS), so that in a burst the results go out
+        first.
         """
         if after_burst and not self._tasks.closing:
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._no_claims.wait(), ROOT_EDIT_DEFER_SECONDS)
+                await asyncio.wait_for(self._burst_over.wait(), ROOT_EDIT_DEFER_SECONDS)
         async with self._root_edits:
             ui_link = self._settings.argo_ui_link(run.namespace, run.name)
             await self._show(run, ui_link, status=status)
