@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -114,7 +115,12 @@ async def relay_through_service(size: int, endpoint: str, workdir: Path) -> dict
             **S3_KEYS,
         },
         database_url=f"sqlite:///{workdir / 'state.db'}",
-        extra_env={"ROUTES_FILE": str(routes), "MAX_UPLOAD_BYTES": str(size + MiB)},
+        extra_env={
+            "ROUTES_FILE": str(routes),
+            "MAX_UPLOAD_BYTES": str(size + MiB),
+            "BENCH_VARIANTS": os.environ.get("BENCH_VARIANTS", ""),
+        },
+        module="benchmarks.variants",
         log_path=workdir / "service.log",
     )
     try:
