@@ -99,6 +99,24 @@ def short_window() -> None:
     runs.HOOK_BATCH_WINDOW = 0.005
 
 
+@variant
+def switch_1ms() -> None:
+    """`sys.setswitchinterval(0.001)`: threads waiting for the GIL get it within 1 ms, not 5."""
+    sys.setswitchinterval(0.001)
+
+
+@variant
+def journal_inline() -> None:
+    """Measurement only: the request journal's SQLite batch is written on the event loop."""
+    from bot.store import _SqliteWriter
+
+    async def insert(self: _SqliteWriter, statement: Any, rows: list[dict[str, Any]]) -> set[str]:
+        with self._engine.begin() as connection:
+            return {row[0] for row in connection.execute(statement, rows)}
+
+    _SqliteWriter.insert = insert  # type: ignore[method-assign]
+
+
 def apply(names: str) -> None:
     for name in filter(None, (part.strip() for part in names.split(","))):
         if name not in VARIANTS:

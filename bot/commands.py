@@ -18,6 +18,8 @@ PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _SMART_QUOTES = str.maketrans(
     {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'"}
 )
+_QUOTING = re.compile(r"['\"\\]")
+_SHELL_SPACE = re.compile(r"[ \t\r\n]+")  # shlex's whitespace, not every Unicode space
 _SLACK_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|[^>]*)?>")
 
 
@@ -100,10 +102,21 @@ def parse_command(text: str) -> Command:
     return HelpCommand(unknown_verb=words[0])
 
 
+def split_words(text: str) -> list[str]:
+    """Words as a POSIX shell splits them (quotes group, backslashes escape).
+
+    Text with no quote or backslash (most commands) is split on shlex's own whitespace
+    directly: the same words at a fraction of shlex's cost, on the path Slack times.
+    """
+    if not _QUOTING.search(text):
+        return [word for word in _SHELL_SPACE.split(text) if word]
+    return shlex.split(text, posix=True)
+
+
 def _split(text: str) -> list[str]:
     cleaned = unescape_slack(text.translate(_SMART_QUOTES)).strip()
     try:
-        return shlex.split(cleaned, posix=True)
+        return split_words(cleaned)
     except ValueError as error:
         raise CommandError(
             f"I could not read that command: {error} (check your quotes)."

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shlex
 import string
 import tempfile
 import time
@@ -35,6 +36,7 @@ from bot.commands import (
     RunCommand,
     StatusCommand,
     parse_command,
+    split_words,
 )
 from bot.filenames import MAX_NAME_LENGTH, safe_file_name, unique_file_names
 from bot.policy import PolicyError, load_policy
@@ -214,6 +216,23 @@ def test_the_command_parser_raises_nothing_but_command_error(text: str) -> None:
         assert len(parsed.workflow) <= 63 and TEMPLATE_NAME.match(parsed.workflow)
     if isinstance(parsed, AuditCommand) and parsed.target is not None:
         assert TEMPLATE_NAME.match(parsed.target)
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.text(max_size=120),
+        st.text(alphabet=" \t\r\n\u00a0\u2003\x1c\x85#'\"\\=ab-", max_size=60),
+    )
+)
+def test_words_are_split_exactly_as_shlex_splits_them(text: str) -> None:
+    try:
+        expected = shlex.split(text, posix=True)
+    except ValueError:
+        with pytest.raises(ValueError):
+            split_words(text)
+        return
+    assert split_words(text) == expected
 
 
 @FUZZ
