@@ -117,6 +117,26 @@ def journal_inline() -> None:
     _SqliteWriter.insert = insert  # type: ignore[method-assign]
 
 
+@variant
+def journal_timing() -> None:
+    """Measurement only: append each request batch's size and write time to /tmp/journal.txt."""
+    import time
+
+    from bot.store import Store
+
+    add_requests = Store.add_requests
+
+    async def timed(self: Store, requests: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await add_requests(self, requests)
+        finally:
+            with open("/tmp/journal.txt", "a") as out:
+                out.write(f"{started:.4f} {len(requests)} {time.perf_counter() - started:.4f}\n")
+
+    Store.add_requests = timed  # type: ignore[method-assign]
+
+
 def apply(names: str) -> None:
     for name in filter(None, (part.strip() for part in names.split(","))):
         if name not in VARIANTS:

@@ -1073,26 +1073,61 @@ def _input_from_row(row: sa.Row) -> RunInput:
 
 
 class _SqliteWriter:
-    """One synchronous SQLAlchemy connection to a SQLite file on a thread of its own: a batch
-    of inserts is one hop to that thread and back."""
+    """Request batches written to the SQLite file without waiting for a busy event loop.
+
+    Each batch is first tried right on the event loop, through a connection that never
+    waits for a lock (busy timeout 0) and never checkpoints the WAL (so a commit makes no
+    fsync under `synchronous=NORMAL`): a few hundred rows take a few milliseconds and
+    cannot stall the loop. Only when another connection holds the write lock does the batch
+    go to a connection of its own thread, which waits for the lock; a thread hop's answer
+    waits behind every callback of a burst, tens of milliseconds (BENCHMARKS.md, round 3).
+    """
 
     def __init__(self, path: str) -> None:
+        url = f"sqlite:///{path}"
+        self._inline = sa.create_engine(
+            url, poolclass=sa.pool.StaticPool, connect_args={"timeout": 0}
+        )
+        sa.event.listen(self._inline, "connect", _sqlite_inline_pragmas)
         self._engine = sa.create_engine(
-            f"sqlite:///{path}", poolclass=sa.pool.StaticPool, connect_args={"timeout": 30}
+            url, poolclass=sa.pool.StaticPool, connect_args={"timeout": 30}
         )
         sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-writer")
+        self.waited = 0  # batches that found the write lock taken and went to the thread
 
     async def insert(self, statement: sa.Insert, rows: list[dict[str, Any]]) -> set[str]:
-        def write() -> set[str]:
-            with self._engine.begin() as connection:
+        def write(engine: sa.Engine) -> set[str]:
+            with engine.begin() as connection:
                 return {row[0] for row in connection.execute(statement, rows)}
 
-        return await asyncio.get_running_loop().run_in_executor(self._thread, write)
+        try:
+            return write(self._inline)
+        except sa.exc.OperationalError as error:
+            if not _is_locked(error):
+                raise
+        self.waited += 1
+        return await asyncio.get_running_loop().run_in_executor(self._thread, write, self._engine)
 
     async def close(self) -> None:
+        self._inline.dispose()
         await asyncio.get_running_loop().run_in_executor(self._thread, self._engine.dispose)
         self._thread.shutdown(wait=True)
+
+
+def _is_locked(error: sa.exc.OperationalError) -> bool:
+    """SQLite's SQLITE_BUSY / SQLITE_LOCKED: another connection is writing."""
+    return "locked" in str(error.orig).lower() or "busy" in str(error.orig).lower()
+
+
+def _sqlite_inline_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    """Never wait for a lock and never checkpoint: what a write on the event loop needs."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # already so (the store's engine sets it)
+    cursor.execute("PRAGMA busy_timeout=0")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

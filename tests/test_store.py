@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.models import Phase, Run, RunState
-from bot.store import Store, async_database_url
+from bot.store import Store, StoredRequest, async_database_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -112,3 +114,43 @@ async def test_slack_events_are_remembered_once(store: Store) -> None:
     assert await store.remember_event("Ev1")
     assert not await store.remember_event("Ev1")
     assert await store.remember_event("Ev2")
+
+
+def a_request(request_id: str) -> StoredRequest:
+    return StoredRequest(
+        id=request_id,
+        claim="replica-a:1",
+        kind="command",
+        payload={"template": "csv-summary"},
+        user_id="U1",
+        channel_id="C1",
+    )
+
+
+async def test_sqlite_request_batches_are_written_on_the_loop_unless_the_file_is_locked(
+    tmp_path,
+) -> None:
+    path = tmp_path / "state.db"
+    store = Store.from_url(f"sqlite:///{path}")
+    await store.migrate()
+    try:
+        assert await store.add_requests([a_request("r1"), a_request("r2")]) == {"r1", "r2"}
+        writer = store._request_writer
+        assert writer is not None and writer.waited == 0  # no lock held: written in place
+
+        # Another connection holds the write lock: the batch must neither fail nor stall the
+        # event loop; it waits on its own thread and lands once the lock is free.
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        batch = asyncio.create_task(store.add_requests([a_request("r3"), a_request("r1")]))
+        started = time.monotonic()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - started < 5  # the loop ran on (a blocked one: 30 s)
+        assert not batch.done()
+        locker.execute("COMMIT")
+        locker.close()
+        assert await asyncio.wait_for(batch, 10) == {"r3"}  # r1 was recorded before
+        assert writer.waited == 1
+    finally:
+        await store.close()
