@@ -132,7 +132,9 @@ def journal_timing() -> None:
             return await add_requests(self, requests)
         finally:
             with open("/tmp/journal.txt", "a") as out:
-                out.write(f"{started:.4f} {len(requests)} {time.perf_counter() - started:.4f}\n")
+                waited = getattr(self._request_writer, "waited", "-")
+                took = time.perf_counter() - started
+                out.write(f"{started:.4f} {len(requests)} {took:.4f} {waited}\n")
 
     Store.add_requests = timed  # type: ignore[method-assign]
 
