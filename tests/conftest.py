@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 
 from bot.app import SERVICES, Services, create_app
 from bot.settings import Settings
+from bot.storage import S3Storage
 from stand_ins.argo_emulator import ArgoEmulator
 from stand_ins.fake_slack import FakeSlack
 from stand_ins.s3_server import S3Config, S3Server
@@ -71,6 +72,21 @@ def s3_server() -> Iterator[S3Server]:
 @pytest.fixture
 def s3(s3_server: S3Server) -> S3Config:
     return s3_server.config
+
+
+@pytest.fixture
+async def storage(s3: S3Config) -> AsyncIterator[S3Storage]:
+    """The service's own S3 client, open on the S3 stand-in's bucket."""
+    store = S3Storage(
+        bucket=s3.bucket,
+        endpoint_url=s3.endpoint_url,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key,
+        region=s3.region,
+    )
+    await store.open()
+    yield store
+    await store.close()
 
 
 @pytest.fixture

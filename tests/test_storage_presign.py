@@ -6,34 +6,18 @@ other buckets and AWS's own endpoints, and open the object on the S3 stand-in.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 
 from bot.storage import S3Storage
-from stand_ins.s3_server import S3Config
 
 KEYS = [
     "sessions/csv-summary-ab12c/report/out.txt",
     "sessions/run/step/a file (1) + ümlaut ~!*'.csv",
     "run/deep/er/path/x%2Fy.txt",
 ]
-
-
-@pytest.fixture
-async def storage(s3: S3Config) -> AsyncIterator[S3Storage]:
-    store = S3Storage(
-        bucket=s3.bucket,
-        endpoint_url=s3.endpoint_url,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key,
-        region=s3.region,
-    )
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def _same_second(storage: S3Storage, key: str, bucket: str | None) -> tuple[str, str]:

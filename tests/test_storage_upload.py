@@ -12,21 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.storage import PART_SIZE, S3Storage
-from stand_ins.s3_server import S3Config, S3Server
-
-
-@pytest.fixture
-async def storage(s3: S3Config) -> AsyncIterator[S3Storage]:
-    store = S3Storage(
-        bucket=s3.bucket,
-        endpoint_url=s3.endpoint_url,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key,
-        region=s3.region,
-    )
-    await store.open()
-    yield store
-    await store.close()
+from stand_ins.s3_server import S3Server
 
 
 async def _chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:
