@@ -187,7 +187,8 @@ class S3Storage:
         at about half its CPU, which skips endpoint rules and event hooks per link.
         """
         path = f"/{quote(bucket or self.bucket)}/{quote(key, safe='/~')}"
-        request = AWSRequest(method="GET", url=self.client.meta.endpoint_url + path)
+        endpoint = self.client.meta.endpoint_url.rstrip("/")  # as given: may end in "/"
+        request = AWSRequest(method="GET", url=endpoint + path)
         credentials = ReadOnlyCredentials(self._access_key, self._secret_key, None)
         S3SigV4QueryAuth(credentials, "s3", self._region, expires=expires_in).add_auth(request)
         return str(request.prepare().url)

@@ -44,9 +44,35 @@ async def test_links_are_the_clients_own(storage: S3Storage, key: str, bucket: s
     assert _query(ours)["X-Amz-Expires"] == "3600"
 
 
-async def test_links_for_aws_endpoints_are_the_clients_own() -> None:
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://minio.argo.svc:9000/",  # how the settings hand over a URL without a path
+        "http://minio.argo.svc:9000",
+        "https://gateway.example.com/s3/",
+        "https://gateway.example.com/s3",
+    ],
+)
+async def test_links_for_every_form_of_endpoint_are_the_clients_own(endpoint: str) -> None:
     store = S3Storage(
-        bucket="artifacts", endpoint_url=None, access_key="AKIA", secret_key="x", region="eu-west-1"
+        bucket="artifacts", endpoint_url=endpoint, access_key="a", secret_key="b", region="r1"
+    )
+    await store.open()
+    try:
+        ours, theirs = await _same_second(store, KEYS[0], None)
+    finally:
+        await store.close()
+    assert ours == theirs
+    assert "//artifacts/" not in ours
+
+
+@pytest.mark.parametrize(
+    ("region", "host"),
+    [("eu-west-1", "s3.eu-west-1.amazonaws.com"), ("us-east-1", "s3.amazonaws.com")],
+)
+async def test_links_for_aws_endpoints_are_the_clients_own(region: str, host: str) -> None:
+    store = S3Storage(
+        bucket="artifacts", endpoint_url=None, access_key="AKIA", secret_key="x", region=region
     )
     await store.open()
     try:
@@ -54,7 +80,7 @@ async def test_links_for_aws_endpoints_are_the_clients_own() -> None:
     finally:
         await store.close()
     assert ours == theirs
-    assert ours.startswith("https://s3.eu-west-1.amazonaws.com/artifacts/sessions/run/step/")
+    assert ours.startswith(f"https://{host}/artifacts/sessions/run/step/")
 
 
 async def test_a_link_opens_the_object(storage: S3Storage) -> None:
