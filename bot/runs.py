@@ -37,7 +37,7 @@ from bot.models import (
 from bot.parameters import ParameterError, validate_parameters
 from bot.settings import Settings
 from bot.slack import SlackError, SlackMessenger
-from bot.storage import S3Storage, StorageError
+from bot.storage import S3Storage
 from bot.store import RequestClaim, RequestSuperseded, Store
 from bot.tasks import BackgroundTasks
 from bot.uploads import InputRelay
@@ -491,7 +491,7 @@ class RunService:
                     return  # shutting down: the poller of this or another replica takes over
                 try:
                     outcome = await self._finish_hooked(name, received)
-                except (ArgoError, SlackError, StorageError) as error:
+                except (ArgoError, SlackError) as error:
                     logger.warning("finishing %s failed, will retry: %s", name, error)
                     continue
                 if outcome.is_final:
@@ -854,7 +854,7 @@ class RunService:
             async with limit:
                 try:
                     return await self.finish(name) is Outcome.ANNOUNCED
-                except (ArgoError, SlackError, StorageError) as error:
+                except (ArgoError, SlackError) as error:
                     logger.warning("poller could not finish %s: %s", name, error)
                     return False
 
