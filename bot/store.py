@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -328,8 +328,7 @@ class Store:
         wanted = list(dict.fromkeys(names))
         found: dict[str, str] = {}
         async with self._engine.connect() as connection:
-            for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
-                chunk = wanted[start : start + _IN_CLAUSE_CHUNK]
+            for chunk in _in_chunks(wanted):
                 query = sa.select(runs.c.name, runs.c.namespace).where(runs.c.name.in_(chunk))
                 found.update((row.name, row.namespace) for row in await connection.execute(query))
         return found
@@ -340,8 +339,7 @@ class Store:
         found: dict[str, Run] = {}
         inputs: dict[str, list[RunInput]] = {}
         async with self._engine.connect() as connection:
-            for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
-                chunk = wanted[start : start + _IN_CLAUSE_CHUNK]
+            for chunk in _in_chunks(wanted):
                 for row in await connection.execute(runs.select().where(runs.c.name.in_(chunk))):
                     found[row.name] = _run_from_row(row)
                 query = (
@@ -427,9 +425,9 @@ class Store:
         found: set[str] = set()
         now = _now()
         async with self._engine.connect() as connection:
-            for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
+            for chunk in _in_chunks(wanted):
                 query = sa.select(runs.c.name).where(
-                    runs.c.name.in_(wanted[start : start + _IN_CLAUSE_CHUNK]),
+                    runs.c.name.in_(chunk),
                     runs.c.state == RunState.RUNNING.value,
                     runs.c.claim_owner.is_not(None),
                     runs.c.claim_until < now,
@@ -449,11 +447,11 @@ class Store:
         won: set[str] = set()
         now = _now()
         async with self._engine.begin() as connection:
-            for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
+            for chunk in _in_chunks(wanted):
                 statement = (
                     runs.update()
                     .where(
-                        runs.c.name.in_(wanted[start : start + _IN_CLAUSE_CHUNK]),
+                        runs.c.name.in_(chunk),
                         runs.c.state == RunState.RUNNING.value,
                         sa.or_(runs.c.claim_until.is_(None), runs.c.claim_until < now),
                     )
@@ -727,8 +725,7 @@ class Store:
         wanted = list(dict.fromkeys(names))
         found: dict[str, RunControls] = {}
         async with self._engine.connect() as connection:
-            for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
-                chunk = wanted[start : start + _IN_CLAUSE_CHUNK]
+            for chunk in _in_chunks(wanted):
                 query = run_controls.select().where(run_controls.c.name.in_(chunk))
                 for row in await connection.execute(query):
                     found[row.name] = _controls_from_row(row)
@@ -1070,6 +1067,12 @@ def _input_from_row(row: sa.Row) -> RunInput:
         size=row.size,
         sha256=row.sha256,
     )
+
+
+def _in_chunks(wanted: list[str]) -> Iterator[list[str]]:
+    """`wanted` in pieces small enough for one `IN (…)` clause each, in its order."""
+    for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
+        yield wanted[start : start + _IN_CLAUSE_CHUNK]
 
 
 class _SqliteWriter:
