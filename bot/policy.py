@@ -27,12 +27,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.commands import TEMPLATE_NAME
-from bot.routes import _one_line, _unique_key_loader
+from bot.routes import read_yaml_file
 
 DEFAULT_RUNS_PER_USER_PER_HOUR = 60
 ANY_TEMPLATE = "*"
@@ -130,20 +130,7 @@ def load_policy(path: Path | None) -> Policy:
     """Parse and validate the policy file; PolicyError names what is wrong and where."""
     if path is None:
         return Policy()
-    import yaml  # only when POLICY_FILE is set (RSS)
-
-    try:
-        document: Any = yaml.load(
-            Path(path).read_text(encoding="utf-8"), Loader=_unique_key_loader()
-        )
-    except OSError as error:
-        raise PolicyError(f"{path}: cannot read it ({error.strerror or error})") from error
-    except yaml.YAMLError as error:
-        raise PolicyError(f"{path}: not valid YAML ({_one_line(error)})") from error
-    except UnicodeDecodeError as error:
-        raise PolicyError(f"{path}: not valid YAML (not UTF-8 text: {error.reason})") from error
-    except RecursionError as error:
-        raise PolicyError(f"{path}: not valid YAML (nested too deeply)") from error
+    document = read_yaml_file(path, PolicyError)
     if document is None:
         return Policy()
     if not isinstance(document, dict):

@@ -85,18 +85,7 @@ def load_routes(path: Path | None) -> DropZones:
     """Parse and validate the routes file; RoutesError names what is wrong and where."""
     if path is None:
         return DropZones()
-    import yaml  # only when ROUTES_FILE is set (RSS)
-
-    try:
-        document = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_unique_key_loader())
-    except OSError as error:
-        raise RoutesError(f"{path}: cannot read it ({error.strerror or error})") from error
-    except yaml.YAMLError as error:
-        raise RoutesError(f"{path}: not valid YAML ({_one_line(error)})") from error
-    except UnicodeDecodeError as error:
-        raise RoutesError(f"{path}: not valid YAML (not UTF-8 text: {error.reason})") from error
-    except RecursionError as error:
-        raise RoutesError(f"{path}: not valid YAML (nested too deeply)") from error
+    document = read_yaml_file(path, RoutesError)
     if document is None:
         return DropZones()
     if not isinstance(document, dict) or set(document) - {"drop_zones"}:
@@ -123,6 +112,23 @@ def load_routes(path: Path | None) -> DropZones:
         except TypeError as error:
             raise RoutesError(f"{where}: {error}") from error
     return DropZones(zones)
+
+
+def read_yaml_file(path: Path, error_type: type[ValueError]) -> Any:
+    """A settings file's YAML document (duplicate keys refused); `error_type` says in one
+    line why it cannot be read, prefixed with the path."""
+    import yaml  # only when a routes or policy file is set (RSS)
+
+    try:
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_unique_key_loader())
+    except OSError as error:
+        raise error_type(f"{path}: cannot read it ({error.strerror or error})") from error
+    except yaml.YAMLError as error:
+        raise error_type(f"{path}: not valid YAML ({_one_line(error)})") from error
+    except UnicodeDecodeError as error:
+        raise error_type(f"{path}: not valid YAML (not UTF-8 text: {error.reason})") from error
+    except RecursionError as error:
+        raise error_type(f"{path}: not valid YAML (nested too deeply)") from error
 
 
 def _unique_key_loader() -> type[yaml.SafeLoader]:
