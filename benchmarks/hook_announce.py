@@ -385,7 +385,7 @@ def print_result(result: dict[str, Any]) -> None:
         "CPU ms per run while timed: "
         + "; ".join(
             f"{side}: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in result[side].row().items() if "cpu" in k)
+            + ", ".join(f"{k} {v:.2f}" for k, v in result[side].row().items() if "cpu" in k)
             for side in ("ours", "floor")
         )
     )

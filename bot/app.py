@@ -100,8 +100,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=settings.argo_timeout_seconds),
         raise_for_status=False,
-        trace_configs=[
-            metrics.http_trace(
+        middlewares=[
+            metrics.http_middleware(
                 slack_api_url=str(settings.slack_api_url), argo_url=settings.argo_base_url
             )
         ],
@@ -167,7 +167,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             # `SlackGate` verifies the signature and its 5-minute window on the raw bytes
             # before Bolt sees a request; Socket Mode traffic carries no signature.
             request_verification_enabled=False,
-            logger=logging.getLogger("slack_bolt"),
+            logger=logging.getLogger(logging_setup.BOLT_LOGGER),
         )
         progress = ProgressRefresher(
             settings=settings,

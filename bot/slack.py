@@ -17,6 +17,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.logging_setup import SLACK_SDK_LOGGER
 from bot.messages import SlackMessage
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def build_web_client(
         base_url=base_url,
         timeout=15,
         session=session,
+        logger=logging.getLogger(SLACK_SDK_LOGGER),
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -150,7 +152,12 @@ class SlackMessenger:
     ) -> None:
         """A private answer: through the command's response_url, else an ephemeral message."""
         if response_url:
-            webhook = AsyncWebhookClient(response_url, session=self._session, timeout=10)
+            webhook = AsyncWebhookClient(
+                response_url,
+                session=self._session,
+                timeout=10,
+                logger=logging.getLogger(SLACK_SDK_LOGGER),
+            )
             try:
                 result = await webhook.send(
                     text=text, blocks=blocks, response_type="ephemeral", replace_original=True

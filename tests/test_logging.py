@@ -9,9 +9,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from bot.logging_setup import REDACTED, Redactor, build_handler
+from bot.logging_setup import (
+    LEVEL_TESTING_LOGGERS,
+    REDACTED,
+    SLACK_SDK_LOGGER,
+    Redactor,
+    build_handler,
+    configure_logging,
+)
 from bot.settings import Settings
 from stand_ins.slack_requests import new_trigger_id, signed, slash_command
 from tests.conftest import ARGO_TOKEN, BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET, Bot
@@ -154,3 +162,54 @@ def test_text_format_for_terminals_keeps_tags_and_redaction(capture: Any) -> Non
     line = logs.text.strip()
     assert line.endswith("[run=csv-summary-x7k2p]")
     assert "textsecret" not in line and REDACTED in line
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """configure_logging changes process-wide logging: put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    libraries = {name: logging.getLogger(name).level for name in LEVEL_TESTING_LOGGERS}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, previous in libraries.items():
+        logging.getLogger(name).setLevel(previous)
+
+
+async def test_slack_calls_format_debug_lines_only_when_log_level_asks(
+    restored_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from bot.slack import build_web_client
+
+    formatted: list[str] = []
+    monkeypatch.setattr(
+        logging.getLogger(SLACK_SDK_LOGGER),
+        "debug",
+        lambda message, *_, **__: formatted.append(message),
+    )
+    slack = web.Application()
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "ts": "1.000100"})
+
+    slack.router.add_post("/api/chat.postMessage", answer)
+    server = TestServer(slack)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = build_web_client(
+                token=BOT_TOKEN, base_url=str(server.make_url("/api/")), session=session
+            )
+            for level in ("INFO", "DEBUG"):
+                configure_logging(Settings(**REQUIRED, log_level=level), io.StringIO())
+                await client.api_call("chat.postMessage", json={"channel": "C1", "text": level})
+                if level == "INFO":
+                    assert formatted == []
+    finally:
+        await server.close()
+    assert any("chat.postMessage" in line and "DEBUG" in line for line in formatted)
+    assert not any(BOT_TOKEN in line for line in formatted)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import aiohttp
 import prometheus_client
 import pytest
+from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Bot
@@ -166,3 +169,47 @@ async def test_a_file_run_moves_the_s3_client_metrics(bot: Bot) -> None:
         for operation in ("PutObject", "CreateMultipartUpload", "UploadPart")
     )
     assert uploads >= 1
+
+
+async def test_transport_failures_are_timed_and_counted_by_kind(unused_tcp_port: int) -> None:
+    """The session middleware: a refused connection and a timeout, each as its own kind."""
+    from aiohttp import web
+
+    from bot.metrics import Metrics
+
+    metrics = Metrics()
+    slow = web.Application()
+
+    async def stall(_request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response()
+
+    slow.router.add_get("/api/v1/workflows/argo", stall)
+    server = TestServer(slow)
+    await server.start_server()
+    closed = f"http://127.0.0.1:{unused_tcp_port}/api/"
+    middleware = metrics.http_middleware(
+        slack_api_url=closed, argo_url=str(server.make_url("")).rstrip("/")
+    )
+    try:
+        async with aiohttp.ClientSession(middlewares=[middleware]) as session:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.post(closed + "chat.postMessage", json={})
+            with pytest.raises(TimeoutError):
+                await session.get(
+                    server.make_url("/api/v1/workflows/argo"),
+                    timeout=aiohttp.ClientTimeout(total=0.2),
+                )
+    finally:
+        await server.close()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(f"argo_chatops_client_{name}", labels)
+
+    post = {"service": "slack", "operation": "chat.postMessage"}
+    listing = {"service": "argo", "operation": "GET workflows"}
+    assert sample("errors_total", **post, error="connection") == 1
+    assert sample("errors_total", **listing, error="timeout") == 1
+    assert sample("request_seconds_count", **post) == 1
+    assert sample("request_seconds_count", **listing) == 1
+    assert 0.15 < (sample("request_seconds_sum", **listing) or 0) < 2
