@@ -224,6 +224,7 @@ async def measure(
     if not await announcements(stand_ins, since, warm_up, threaded=threaded, timeout=30):
         raise RuntimeError(f"{url} did not announce the warm-up run")
     await asyncio.sleep(0.5)
+    await stand_ins.control("/collect", {})
     since = await slack_call_count(stand_ins)
     cpu_before = {label: cpu_seconds(pid) for label, pid in pids.items()}
     overflows = listen_overflows()

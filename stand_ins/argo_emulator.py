@@ -405,7 +405,8 @@ def parse_label_selector(selector: str) -> list[LabelMatcher]:
 def apply_fields(document: Json, fields: str | None) -> Json:
     """Argo's `fields=`: a comma list of dotted paths to keep (or, after a leading `-`, to drop).
 
-    Lists are traversed element by element (`items.metadata.name`).
+    Lists are traversed element by element (`items.metadata.name`). What is kept is shared
+    with `document`, not copied (every caller serializes the result at once).
     """
     if not fields:
         return document
@@ -432,11 +433,11 @@ def apply_fields(document: Json, fields: str | None) -> Json:
 
 def _pick(value: Any, tree: Any) -> Any:
     if tree is True:
-        return copy.deepcopy(value)
+        return value
     if isinstance(value, list):
         return [_pick(item, tree) for item in value]
     if not isinstance(value, dict):
-        return copy.deepcopy(value)
+        return value
     return {key: _pick(value[key], sub) for key, sub in tree.items() if key in value}
 
 

@@ -258,6 +258,7 @@ class FakeSlack:
         self.latency: float = 0.0
         self.calls: list[SlackCall] = []
         self.messages: dict[str, list[Message]] = defaultdict(list)
+        self._by_ts: dict[tuple[str, str], Message] = {}  # (channel, ts): no scan per lookup
         self.ephemerals: list[Ephemeral] = []
         self.responses: list[ResponseUrlPost] = []
         self.views: list[dict[str, Any]] = []
@@ -359,7 +360,12 @@ class FakeSlack:
         return [m for m in self.messages.get(channel, []) if thread_ts in (m.ts, m.thread_ts)]
 
     def find_message(self, channel: str, ts: str) -> Message | None:
-        return next((m for m in self.messages.get(channel, []) if m.ts == ts), None)
+        return self._by_ts.get((channel, ts))
+
+    def _keep(self, message: Message) -> Message:
+        self.messages[message.channel].append(message)
+        self._by_ts[(message.channel, message.ts)] = message
+        return message
 
     def response_url(self) -> str:
         """A fresh URL on this server to put in a slash command's ``response_url``."""
@@ -458,8 +464,7 @@ class FakeSlack:
             user=user,
             files=list(files or []),
         )
-        self.messages[channel].append(message)
-        return message
+        return self._keep(message)
 
     def add_file(
         self,
@@ -658,7 +663,7 @@ class FakeSlack:
             metadata=_json_arg(args, "metadata", "invalid_metadata_format"),
             reply_broadcast=_flag(args.get("reply_broadcast")),
         )
-        self.messages[channel].append(message)
+        self._keep(message)
         return {"channel": channel, "ts": message.ts, "message": message.to_api()}
 
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -866,7 +871,7 @@ class FakeSlack:
             )
             files.append(info)
         for channel in channels:
-            self.messages[channel].append(
+            self._keep(
                 Message(
                     channel=channel,
                     ts=self._next_ts(),
