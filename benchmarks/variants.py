@@ -6,8 +6,9 @@ Each variant is a small patch of one function outside benchmarks/, applied in th
 only, named after what it changes; BENCHMARKS.md quotes the figures with and without it and
 the change to make for real. With no BENCH_VARIANTS this is exactly `argo-chatops serve`.
 The variants measured in BENCHMARKS.md's first rounds (big_backlog, quiet_starts,
-no_request_tag, announce_limit, sqlite_one_connection, list_sizes, light_hook_lookup) and
-round 3's (uvloop, no_sizes, gc_freeze) are now part of the service and were removed from here.
+no_request_tag, announce_limit, sqlite_one_connection, list_sizes, light_hook_lookup),
+round 3's (uvloop, no_sizes, gc_freeze) and round 4's (direct_slack) are now part of the
+service and were removed from here.
 """
 
 from __future__ import annotations
@@ -70,17 +71,17 @@ def no_root_edits() -> None:
 
 
 @variant
-def no_http_trace() -> None:
-    """Measurement only: the shared aiohttp session has no TraceConfig (no request metrics)."""
+def no_http_metrics() -> None:
+    """Measurement only: the shared aiohttp session has no metrics middleware."""
     import aiohttp
 
     original = aiohttp.ClientSession.__init__
 
-    def without_traces(self: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> None:
-        kwargs.pop("trace_configs", None)
+    def without_metrics(self: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> None:
+        kwargs.pop("middlewares", None)
         original(self, *args, **kwargs)
 
-    aiohttp.ClientSession.__init__ = without_traces  # type: ignore[method-assign]
+    aiohttp.ClientSession.__init__ = without_metrics  # type: ignore[method-assign]
 
 
 @variant
