@@ -84,6 +84,7 @@ class Figures:
     hook_statuses: dict[int, int]
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # per process, while timed
     listen_overflows: int = 0  # SYNs the kernel dropped meanwhile (each costs a 1 s retry)
+    other_calls: dict[str, int] = field(default_factory=dict)  # other Slack calls, while timed
 
     def row(self) -> dict[str, float]:
         per_run = {
@@ -235,6 +236,10 @@ async def measure(
     result = figures(sent, seen, statuses)
     result.cpu_seconds = cpu
     result.listen_overflows = listen_overflows() - overflows
+    last = max(seen.values(), default=0.0)
+    for call in await stand_ins.control(f"/slack/calls?since={since}"):
+        if call["method"] != "chat.postMessage" and call["at"] <= last:
+            result.other_calls[call["method"]] = result.other_calls.get(call["method"], 0) + 1
     return result
 
 
@@ -380,7 +385,8 @@ def print_result(result: dict[str, Any]) -> None:
         f"p99 {ours['p99_ms'] / 1000:.2f} s (target < 2 s); "
         f"hook answers: ours {result['ours'].hook_statuses}, "
         f"floor {result['floor'].hook_statuses}; listen-queue drops: "
-        f"ours {result['ours'].listen_overflows}, floor {result['floor'].listen_overflows}"
+        f"ours {result['ours'].listen_overflows}, floor {result['floor'].listen_overflows}; "
+        f"other Slack calls before the last announcement: ours {result['ours'].other_calls}"
     )
     print(
         "CPU ms per run while timed: "
