@@ -271,12 +271,9 @@ class SlackMessenger:
             if await self._retry(state, request, answer, failure):
                 continue
             if failure is not None:
-                raise SlackError(
-                    f"Slack {method} unreachable: {failure.__class__.__name__}", transient=True
-                ) from failure
+                raise _unreachable(method, failure) from failure
             assert answer is not None
-            code = str(data.get("error") or f"HTTP {answer.status_code}")
-            raise SlackError(f"Slack {method} failed: {code}", transient=_is_transient(code))
+            raise _refused(method, str(data.get("error") or f"HTTP {answer.status_code}"))
 
     async def _retry(
         self,
@@ -312,9 +309,14 @@ def _as_slack_error(method: str) -> Iterator[None]:
     try:
         yield
     except SlackApiError as error:
-        code = slack_error_code(error)
-        raise SlackError(f"Slack {method} failed: {code}", transient=_is_transient(code)) from error
+        raise _refused(method, slack_error_code(error)) from error
     except (aiohttp.ClientError, TimeoutError) as error:
-        raise SlackError(
-            f"Slack {method} unreachable: {error.__class__.__name__}", transient=True
-        ) from error
+        raise _unreachable(method, error) from error
+
+
+def _refused(method: str, code: str) -> SlackError:
+    return SlackError(f"Slack {method} failed: {code}", transient=_is_transient(code))
+
+
+def _unreachable(method: str, error: BaseException) -> SlackError:
+    return SlackError(f"Slack {method} unreachable: {error.__class__.__name__}", transient=True)
