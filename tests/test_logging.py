@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bot.logging_setup import (
     LEVEL_TESTING_LOGGERS,
@@ -21,6 +23,7 @@ from bot.logging_setup import (
     configure_logging,
 )
 from bot.settings import Settings
+from bot.slack import build_web_client
 from stand_ins.slack_requests import new_trigger_id, signed, slash_command
 from tests.conftest import ARGO_TOKEN, BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET, Bot
 from tests.test_settings import REQUIRED
@@ -180,11 +183,6 @@ def restored_logging() -> Iterator[None]:
 async def test_slack_calls_format_debug_lines_only_when_log_level_asks(
     restored_logging: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
-    from bot.slack import build_web_client
-
     formatted: list[str] = []
     monkeypatch.setattr(
         logging.getLogger(SLACK_SDK_LOGGER),

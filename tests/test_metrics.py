@@ -8,9 +8,11 @@ from pathlib import Path
 import aiohttp
 import prometheus_client
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.metrics import Metrics
 from tests.conftest import Bot
 from tests.slack_deliveries import BOT_USER, share
 from tests.test_run_command import run_to_completion
@@ -173,10 +175,6 @@ async def test_a_file_run_moves_the_s3_client_metrics(bot: Bot) -> None:
 
 async def test_transport_failures_are_timed_and_counted_by_kind(unused_tcp_port: int) -> None:
     """The session middleware: a refused connection and a timeout, each as its own kind."""
-    from aiohttp import web
-
-    from bot.metrics import Metrics
-
     metrics = Metrics()
     slow = web.Application()
 
