@@ -7,11 +7,12 @@ import io
 import logging
 from collections.abc import AsyncIterable, Iterable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
@@ -24,6 +25,22 @@ logger = logging.getLogger(__name__)
 # objects up to 48 GiB within the 10,000-part limit; callers may pass larger parts.
 PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10_000
+
+# botocore resolves a client's endpoint with endpoints.json: every AWS service in every
+# partition, ~7 MB of Python objects kept for the life of the process and ~40 ms to parse.
+# With an explicit endpoint (MinIO) the URL is given, and the table only supplies S3's
+# signing defaults, so botocore is handed the same table with S3 alone (botocore's own
+# endpoints.json with every other service removed). Without an endpoint (AWS itself), the
+# whole table resolves the URL.
+S3_ONLY_DATA_PATH = Path(__file__).with_name("s3_data")
+
+S3_CLIENT_CONFIG = AioConfig(
+    signature_version="s3v4",
+    s3={"addressing_style": "path"},
+    connect_timeout=5,
+    read_timeout=30,
+    retries={"max_attempts": 3, "mode": "standard"},
+)
 
 
 class StorageError(Exception):
@@ -51,14 +68,7 @@ class S3Storage:
         self._client: Any = None
 
     async def open(self) -> None:
-        config = AioConfig(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            connect_timeout=5,
-            read_timeout=30,
-            retries={"max_attempts": 3, "mode": "standard"},
-        )
-        session = get_session()
+        session = s3_session(self._endpoint_url)
         self._client = await self._exit_stack.enter_async_context(
             session.create_client(
                 "s3",
@@ -66,7 +76,7 @@ class S3Storage:
                 aws_access_key_id=self._access_key,
                 aws_secret_access_key=self._secret_key,
                 region_name=self._region,
-                config=config,
+                config=S3_CLIENT_CONFIG,
             )
         )
 
@@ -192,6 +202,14 @@ class S3Storage:
         credentials = ReadOnlyCredentials(self._access_key, self._secret_key, None)
         S3SigV4QueryAuth(credentials, "s3", self._region, expires=expires_in).add_auth(request)
         return str(request.prepare().url)
+
+
+def s3_session(endpoint_url: str | None) -> AioSession:
+    """A botocore session that loads only the endpoint data the client will use."""
+    session = get_session()
+    if endpoint_url:
+        session.set_config_variable("data_path", str(S3_ONLY_DATA_PATH))
+    return session
 
 
 def _code(error: ClientError) -> str:
