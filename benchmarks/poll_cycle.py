@@ -30,7 +30,7 @@ from bot.store import runs
 from stand_ins.argo_emulator import ArgoEmulator
 from stand_ins.fake_slack import FakeSlack
 from stand_ins.s3_server import S3Server
-from workflows.manifest import MANAGED_LABEL
+from workflows.manifest import MANAGED_LABEL, RUN_LABEL, TEMPLATE_LABEL
 
 
 async def measure(tracked: int, cycles: int, s3_server: S3Server) -> dict[str, float]:
@@ -149,8 +149,10 @@ async def populate(store: object, argo: ArgoEmulator, names: list[str]) -> None:
                 "uid": name,
                 "creationTimestamp": stamp,
                 "resourceVersion": "1",
-                "labels": {
+                "labels": {  # as the service's manifests label them (workflows/manifest.py)
                     MANAGED_LABEL: "true",
+                    TEMPLATE_LABEL: "csv-summary",
+                    RUN_LABEL: name,
                     "workflows.argoproj.io/completed": "false",
                     "workflows.argoproj.io/phase": "Running",
                 },

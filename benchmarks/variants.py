@@ -140,6 +140,22 @@ def journal_timing() -> None:
     Store.add_requests = timed  # type: ignore[method-assign]
 
 
+@variant
+def no_gc() -> None:
+    """Measurement only: no garbage collection after start-up (what collections cost a burst)."""
+    import gc
+
+    from bot import cli
+
+    freeze = cli._freeze_startup_heap
+
+    async def freeze_then_disable(app: Any) -> None:
+        await freeze(app)
+        gc.disable()
+
+    cli._freeze_startup_heap = freeze_then_disable  # type: ignore[assignment]
+
+
 def apply(names: str) -> None:
     for name in filter(None, (part.strip() for part in names.split(","))):
         if name not in VARIANTS:

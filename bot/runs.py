@@ -88,7 +88,6 @@ HOOK_LOOKUP_BATCH_MAX = 500
 # The message metadata of a posted result (how a thread is searched after a crash).
 RESULT_EVENT = "argo_chatops_result"
 POLL_CREATED_MARGIN = timedelta(minutes=10)
-POLL_CONCURRENCY = 8
 POLL_LEASE = "poll-cycle"
 # A run still `submitting` after this long lost its replica around the create call.
 SUBMISSION_GRACE_SECONDS = 120.0
@@ -490,7 +489,7 @@ class RunService:
                 if delay and not await self._tasks.sleep(delay):
                     return  # shutting down: the poller of this or another replica takes over
                 try:
-                    outcome = await self._finish_hooked(name, received)
+                    outcome = await self._finish_batched(name, hooked_at=received)
                 except (ArgoError, SlackError) as error:
                     logger.warning("finishing %s failed, will retry: %s", name, error)
                     continue
@@ -500,8 +499,14 @@ class RunService:
         finally:
             self._following.discard(name)
 
-    async def _finish_hooked(self, name: str, received: float) -> Outcome:
-        """`finish` for a hook, whose run, workflow and claim are read in a batch with others."""
+    async def _finish_batched(self, name: str, *, hooked_at: float | None = None) -> Outcome:
+        """Announce a run if Argo says it is over and nobody announced it yet.
+
+        The run, its workflow and its claim are read in a batch with the other runs being
+        finished (hooks arriving together, a poll cycle's finished runs): one runs query, one
+        Argo list call and one claim statement per batch, however many runs it holds.
+        `hooked_at` (a hook's arrival) times the hook-to-announcement metric.
+        """
         self._count_checking(1)
         try:
             checked = await self._hooks.submit(name)
@@ -510,32 +515,9 @@ class RunService:
         if isinstance(checked, Outcome):
             return checked
         await self._announce_claimed(checked.run, checked.status, checked.maybe_posted)
-        self._metrics.hook_to_announcement.observe(time.monotonic() - received)
+        if hooked_at is not None:
+            self._metrics.hook_to_announcement.observe(time.monotonic() - hooked_at)
         await self._show_final(checked.run, checked.status, after_burst=True)
-        return Outcome.ANNOUNCED
-
-    async def finish(self, name: str) -> Outcome:
-        """Announce a run if Argo says it is over and nobody announced it yet."""
-        bind_run(name)
-        run = await self._store.get_run(name)
-        if run is None:
-            return Outcome.NOT_OURS
-        if (outcome := _unannounceable(run)) is not None:
-            return outcome
-        try:
-            status = await self._argo.get_workflow(name)
-        except ArgoNotFound:
-            return Outcome.GONE
-        if not status.completed:
-            return Outcome.NOT_COMPLETED
-        maybe_posted = bool(await self._store.interrupted_claims([name]))
-        if not await self._store.claim_announcement(
-            name, self._instance_id, ANNOUNCE_LEASE_SECONDS
-        ):
-            return Outcome.ALREADY_ANNOUNCED
-        self._count_claims(1)
-        await self._announce_claimed(run, status, maybe_posted)
-        await self._show_final(run, status)
         return Outcome.ANNOUNCED
 
     async def _check_hooked(self, batch: Batch[str, Checked]) -> None:
@@ -829,7 +811,11 @@ class RunService:
     # -- poll --------------------------------------------------------------------------
 
     async def poll_once(self) -> PollReport:
-        """Announce finished runs whose hook never came: one Argo list call, O(1) queries.
+        """Announce finished runs whose hook never came.
+
+        One Argo list call finds them, and they are finished in batches like hooks: with up
+        to HOOK_BATCH_MAX of them, one more list call reads them and a fixed number of
+        statements claims them, however many runs are tracked.
 
         Only the replica holding the poll lease runs a cycle, so N replicas do not list Argo
         N times; if it dies, the lease runs out and another replica takes the next cycle.
@@ -848,15 +834,14 @@ class RunService:
             f"{MANAGED_LABEL}=true", created_after=min(waiting.values()) - POLL_CREATED_MARGIN
         )
         pending = {name for name, _ in completed if name in waiting}
-        limit = asyncio.Semaphore(POLL_CONCURRENCY)
 
         async def finish_one(name: str) -> bool:
-            async with limit:
-                try:
-                    return await self.finish(name) is Outcome.ANNOUNCED
-                except (ArgoError, SlackError) as error:
-                    logger.warning("poller could not finish %s: %s", name, error)
-                    return False
+            bind_run(name)
+            try:
+                return await self._finish_batched(name) is Outcome.ANNOUNCED
+            except (ArgoError, SlackError) as error:
+                logger.warning("poller could not finish %s: %s", name, error)
+                return False
 
         results = await asyncio.gather(*(finish_one(name) for name in sorted(pending)))
         return PollReport(listed=len(completed), pending=len(pending), announced=sum(results))

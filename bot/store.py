@@ -398,26 +398,6 @@ class Store:
             rows = (await connection.execute(query)).all()
         return {row.name: _to_datetime(row.created_at) or datetime.now(UTC) for row in rows}
 
-    async def claim_announcement(self, name: str, owner: str, lease_seconds: float) -> bool:
-        """Take the right to announce a run; only one caller at a time can hold it.
-
-        The claim is a lease: if its holder dies mid-announcement, the run becomes
-        claimable again when the lease runs out instead of staying blocked forever.
-        """
-        now = _now()
-        statement = (
-            runs.update()
-            .where(
-                runs.c.name == name,
-                runs.c.state == RunState.RUNNING.value,
-                sa.or_(runs.c.claim_until.is_(None), runs.c.claim_until < now),
-            )
-            .values(claim_owner=owner, claim_until=now + lease_seconds)
-        )
-        async with self._engine.begin() as connection:
-            result = await connection.execute(statement)
-        return result.rowcount == 1
-
     async def interrupted_claims(self, names: Iterable[str]) -> set[str]:
         """Which of these runs were claimed by a replica whose claim ran out without being
         given back or finished: it died mid-announcement, maybe after posting."""
@@ -438,10 +418,12 @@ class Store:
     async def claim_announcements(
         self, names: Iterable[str], owner: str, lease_seconds: float
     ) -> set[str]:
-        """`claim_announcement` for many runs in one statement per chunk; the names won.
+        """Take the right to announce these runs; the names won. One statement per chunk.
 
-        UPDATE … RETURNING (SQLite ≥ 3.35, PostgreSQL): each row is claimed atomically, so
-        replicas claiming overlapping batches at once never both win the same run.
+        The claim is a lease: if its holder dies mid-announcement, the run becomes claimable
+        again when the lease runs out instead of staying blocked forever. UPDATE … RETURNING
+        (SQLite ≥ 3.35, PostgreSQL): each row is claimed atomically, so replicas claiming
+        overlapping batches at once never both win the same run.
         """
         wanted = sorted(set(names))  # one lock order for every replica's batch
         won: set[str] = set()

@@ -102,27 +102,33 @@ async def test_terminated_run_without_exit_hook_is_announced_by_the_poller(bot_f
     assert "Terminate" in json.dumps(result.args["blocks"])
 
 
-async def test_poll_cycle_costs_one_list_call_however_many_runs_are_tracked(bot: Bot) -> None:
+@pytest.mark.parametrize("finishing", [3, 12])
+async def test_poll_cycle_costs_two_list_calls_however_many_runs_are_tracked_or_finish(
+    bot: Bot, finishing: int
+) -> None:
     bot.argo.auto_run = False
-    names = await start_runs(bot, 12)
-    for name in names[:3]:
+    names = await start_runs(bot, 15)
+    for name in names[:finishing]:
         await bot.argo.complete(name, "Succeeded", run_hook=False)
     bot.argo.requests.clear()
 
     report = await bot.services.runs.poll_once()
 
-    lists = [
-        r for r in bot.argo.requests if r.method == "GET" and r.path == "/api/v1/workflows/argo"
-    ]
-    assert len(lists) == 1
-    assert "workflows.argoproj.io/completed=true" in lists[0].query["listOptions.labelSelector"]
-    assert "argo-chatops/managed=true" in lists[0].query["listOptions.labelSelector"]
-    assert "items.metadata.name" in lists[0].query["fields"]
-    assert report.pending == 3 and report.announced == 3
-    # Only the three finished runs were read in full, to announce them.
-    gets = [r for r in bot.argo.requests if r.method == "GET" and r != lists[0]]
-    assert len(gets) == 3
-    assert len(announcements(bot)) == 3
+    assert report.pending == finishing and report.announced == finishing
+    assert len(announcements(bot)) == finishing
+    # One list finds the finished runs (names only); one more reads them, by their run label.
+    found, read = bot.argo.requests
+    assert (
+        (found.method, found.path) == (read.method, read.path) == ("GET", "/api/v1/workflows/argo")
+    )
+    assert "workflows.argoproj.io/completed=true" in found.query["listOptions.labelSelector"]
+    assert "argo-chatops/managed=true" in found.query["listOptions.labelSelector"]
+    assert "items.metadata.name" in found.query["fields"]
+    selector = read.query["listOptions.labelSelector"]
+    assert selector.startswith("argo-chatops/run in (")
+    assert sorted(selector.removeprefix("argo-chatops/run in (").rstrip(")").split(",")) == sorted(
+        names[:finishing]
+    )
 
 
 async def test_poller_makes_no_argo_call_when_nothing_is_waiting(bot: Bot) -> None:

@@ -49,8 +49,12 @@ async def test_only_one_replica_runs_a_poll_cycle_at_a_time(bot_factory: Any) ->
     )
 
     assert sorted(report.skipped for report in reports) == [False, True]
-    lists = [r for r in first.argo.requests if r.path == "/api/v1/workflows/argo"]
-    assert len(lists) == 1
+    finding = [
+        r
+        for r in first.argo.requests
+        if "workflows.argoproj.io/completed=true" in r.query.get("listOptions.labelSelector", "")
+    ]
+    assert len(finding) == 1  # the other replica did not list Argo
     assert sum(report.announced for report in reports) == 4
     assert len(announcements(first)) == 4
 

@@ -75,27 +75,28 @@ async def test_only_one_of_many_concurrent_claims_wins(store: Store) -> None:
     await store.add_run(a_run("r-1"))
     await store.set_state("r-1", RunState.RUNNING)
     results = await asyncio.gather(
-        *(store.claim_announcement("r-1", f"replica-{i}", 60) for i in range(20))
+        *(store.claim_announcements(["r-1"], f"replica-{i}", 60) for i in range(20))
     )
-    assert results.count(True) == 1
+    assert results.count({"r-1"}) == 1
+    assert results.count(set()) == 19
 
 
 async def test_an_expired_claim_can_be_taken_over(store: Store) -> None:
     await store.add_run(a_run("r-1"))
     await store.set_state("r-1", RunState.RUNNING)
-    assert await store.claim_announcement("r-1", "dead-replica", -1)  # already expired
-    assert await store.claim_announcement("r-1", "live-replica", 60)
+    assert await store.claim_announcements(["r-1"], "dead-replica", -1)  # already expired
+    assert await store.claim_announcements(["r-1"], "live-replica", 60)
     assert not await store.mark_announced("r-1", "dead-replica", Phase.SUCCEEDED, None)
     assert await store.mark_announced("r-1", "live-replica", Phase.SUCCEEDED, None)
-    assert not await store.claim_announcement("r-1", "another", 60)
+    assert not await store.claim_announcements(["r-1"], "another", 60)
 
 
 async def test_released_claim_is_claimable_again(store: Store) -> None:
     await store.add_run(a_run("r-1"))
     await store.set_state("r-1", RunState.RUNNING)
-    assert await store.claim_announcement("r-1", "a", 60)
+    assert await store.claim_announcements(["r-1"], "a", 60)
     await store.release_claim("r-1", "a")
-    assert await store.claim_announcement("r-1", "b", 60)
+    assert await store.claim_announcements(["r-1"], "b", 60)
 
 
 async def test_waiting_runs_are_found_in_one_query(store: Store) -> None:
