@@ -80,7 +80,8 @@ ROOT_EDIT_CONCURRENCY = 4
 # After a hook's announcement, its root is edited once no announcement is left to make, or
 # after this many seconds (a cosmetic edit must not take a result's turn in a burst).
 ROOT_EDIT_DEFER_SECONDS = 5.0
-# Hooks are checked in batches: how long a batch gathers, and its largest size.
+# Runs to finish (hooked, or found by a poll cycle) are checked in batches: how long a batch
+# gathers, and its largest size.
 HOOK_BATCH_WINDOW = 0.02
 HOOK_BATCH_MAX = CLAIM_AHEAD // 2
 MARK_BATCH_MAX = 500
@@ -203,13 +204,13 @@ class RunService:
         self._announcing = asyncio.Semaphore(ANNOUNCE_CONCURRENCY)
         self._root_edits = asyncio.Semaphore(ROOT_EDIT_CONCURRENCY)
         self._claimed = 0  # announcements claimed by this replica and not finished
-        self._checking = 0  # hooked runs waiting for their batch's read and claim
+        self._checking = 0  # runs to finish waiting for their batch's read and claim
         self._claim_room = asyncio.Event()
-        self._burst_over = asyncio.Event()  # nothing hooked is waiting to be announced
+        self._burst_over = asyncio.Event()  # nothing to finish is waiting to be announced
         self._burst_over.set()
         self._releasing: set[asyncio.Task[None]] = set()
-        self._hooks: Coalescer[str, Checked] = Coalescer(
-            self._check_hooked,
+        self._finishing: Coalescer[str, Checked] = Coalescer(
+            self._check_finished,
             window=HOOK_BATCH_WINDOW,
             max_batch=HOOK_BATCH_MAX,
             room=self._room_for_claims,
@@ -509,7 +510,7 @@ class RunService:
         """
         self._count_checking(1)
         try:
-            checked = await self._hooks.submit(name)
+            checked = await self._finishing.submit(name)
         finally:
             self._count_checking(-1)
         if isinstance(checked, Outcome):
@@ -520,8 +521,9 @@ class RunService:
         await self._show_final(checked.run, checked.status, after_burst=True)
         return Outcome.ANNOUNCED
 
-    async def _check_hooked(self, batch: Batch[str, Checked]) -> None:
-        """A batch of hooked runs: one read of the runs, one Argo list, one claim statement.
+    async def _check_finished(self, batch: Batch[str, Checked]) -> None:
+        """A batch of runs to finish (hooked, or found by a poll cycle): one read of the runs,
+        one Argo list, one claim statement.
 
         Each run's first waiter gets its outcome, or the claim (`Claimed`) to announce it;
         a second waiter of the same run hears ALREADY_ANNOUNCED, as a lost claim race would.
