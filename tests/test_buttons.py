@@ -217,11 +217,11 @@ async def test_button_for_a_workflow_the_bot_did_not_start(bot: Bot) -> None:
 async def test_clicks_are_acked_before_a_slow_argo_answers(bot: Bot) -> None:
     name = await start(bot, "run csv-summary rows=0")
     [failed] = announcements(bot, root_of(bot, name).ts)
-    bot.argo.latency = 1.5
+    bot.argo.latency = 3.0
     started = time.monotonic()
     response = await bot.click("argo_retry", failed)
     assert response.status == 200
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0  # well before Argo could have answered
     assert put_requests(bot, "retry") == []  # Argo had not even been asked yet
     bot.argo.latency = 0
     await bot.wait_idle()

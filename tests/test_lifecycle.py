@@ -527,10 +527,11 @@ async def test_argo_resubmit_endpoint_would_carry_the_old_hook_token(bot: Bot) -
 
 
 async def test_commands_are_acked_at_once_however_slow_argo_is(bot: Bot) -> None:
-    bot.argo.latency = 1.5
+    bot.argo.latency = 3.0
     started = asyncio.get_running_loop().time()
     response = await bot.command("status nothing-here-x7k2p")
-    assert asyncio.get_running_loop().time() - started < 1.0
+    # Well before Argo could have answered (a busy CI machine once took 1.01 s to ack).
+    assert asyncio.get_running_loop().time() - started < 2.0
     assert "Looking up `nothing-here-x7k2p`" in response.text
     await bot.wait_idle()
     bot.argo.latency = 0
