@@ -18,7 +18,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from benchmarks.harness import WEBHOOK_SECRET, free_port
@@ -26,7 +25,7 @@ from bot.app import SERVICES, create_app
 from bot.demo import schema_path, templates_path
 from bot.models import RunState
 from bot.settings import Settings
-from bot.store import runs
+from bot.store import Store
 from stand_ins.argo_emulator import ArgoEmulator
 from stand_ins.fake_slack import FakeSlack
 from stand_ins.s3_server import S3Server
@@ -70,8 +69,7 @@ async def measure(tracked: int, cycles: int, s3_server: S3Server) -> dict[str, f
             nonlocal statements
             statements += 1
 
-        engine = services.store._engine.sync_engine
-        sa.event.listen(engine, "before_cursor_execute", count)
+        services.store.database.statement_listeners.append(count)
         per_cycle: list[dict[str, float]] = []
         finishing = max(1, tracked // 100)
         for cycle in range(cycles):
@@ -100,7 +98,7 @@ async def measure(tracked: int, cycles: int, s3_server: S3Server) -> dict[str, f
         await services.runs.poll_once()
         idle_seconds = time.perf_counter() - started
         idle_requests, idle_statements = len(argo.requests), statements
-        sa.event.remove(engine, "before_cursor_execute", count)
+        services.store.database.statement_listeners.remove(count)
         await runner.cleanup()
     await argo.close()
     await slack.close()
@@ -118,26 +116,20 @@ async def measure(tracked: int, cycles: int, s3_server: S3Server) -> dict[str, f
     }
 
 
-async def populate(store: object, argo: ArgoEmulator, names: list[str]) -> None:
+async def populate(store: Store, argo: ArgoEmulator, names: list[str]) -> None:
     """Tracked runs in the store and live workflows in the emulator, created in bulk."""
     now = datetime.now(UTC)
+    running, created = RunState.RUNNING.value, now.timestamp()
     rows = [
-        {
-            "name": name,
-            "namespace": "argo",
-            "template": "csv-summary",
-            "parameters": "{}",
-            "user_id": "U1",
-            "channel_id": "C1",
-            "thread_ts": None,
-            "state": RunState.RUNNING.value,
-            "phase": "Running",
-            "created_at": now.timestamp(),
-        }
+        (name, "argo", "csv-summary", "{}", "U1", "C1", running, "Running", created)
         for name in names
     ]
-    async with store._engine.begin() as connection:  # type: ignore[attr-defined]
-        await connection.execute(runs.insert(), rows)
+    async with store.database.transaction() as connection:
+        await connection.executemany(
+            "INSERT INTO runs (name, namespace, template, parameters, user_id, channel_id,"
+            " state, phase, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            rows,
+        )
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     for name in names:
         argo.workflows[name] = {

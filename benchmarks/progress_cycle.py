@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from benchmarks.harness import free_port
@@ -28,7 +27,6 @@ from bot.app import SERVICES, create_app
 from bot.demo import schema_path, templates_path
 from bot.messages import SlackMessage
 from bot.models import RunState
-from bot.store import runs
 from stand_ins.argo_emulator import ArgoEmulator, node_id
 from stand_ins.fake_slack import FakeSlack
 from stand_ins.s3_server import S3Server
@@ -80,12 +78,10 @@ async def measure(running: int, s3_server: S3Server) -> dict[str, Any]:
         roots = await asyncio.gather(
             *(services.slack.post("C1", SlackMessage(text=n, blocks=[])) for n in names)
         )
-        async with services.store._engine.begin() as connection:
-            await connection.execute(
-                runs.update()
-                .where(runs.c.name == sa.bindparam("n"))
-                .values(thread_ts=sa.bindparam("t")),
-                [{"n": name, "t": ts} for name, ts in zip(names, roots, strict=True)],
+        async with services.store.database.transaction() as connection:
+            await connection.executemany(
+                "UPDATE runs SET thread_ts = $2 WHERE name = $1",
+                list(zip(names, roots, strict=True)),
             )
         for name in names:
             status = argo.workflows[name]["status"]
@@ -97,8 +93,7 @@ async def measure(running: int, s3_server: S3Server) -> dict[str, Any]:
             nonlocal statements
             statements += 1
 
-        engine = services.store._engine.sync_engine
-        sa.event.listen(engine, "before_cursor_execute", count)
+        services.store.database.statement_listeners.append(count)
 
         async def cycle() -> dict[str, Any]:
             nonlocal statements
@@ -123,10 +118,10 @@ async def measure(running: int, s3_server: S3Server) -> dict[str, Any]:
         first = await cycle()
         await asyncio.sleep(4.1)  # past the per-run minimum gap (0.8 x the interval)
         following = await cycle()  # the next 3 roots that have not shown their progress yet
-        async with services.store._engine.begin() as connection:
-            await connection.execute(runs.update().values(state=RunState.ANNOUNCED.value))
+        async with services.store.database.transaction() as connection:
+            await connection.execute("UPDATE runs SET state = $1", RunState.ANNOUNCED.value)
         idle = await cycle()
-        sa.event.remove(engine, "before_cursor_execute", count)
+        services.store.database.statement_listeners.remove(count)
         await runner.cleanup()
     await argo.close()
     await slack.close()

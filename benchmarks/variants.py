@@ -107,18 +107,6 @@ def switch_1ms() -> None:
 
 
 @variant
-def journal_inline() -> None:
-    """Measurement only: the request journal's SQLite batch is written on the event loop."""
-    from bot.store import _SqliteWriter
-
-    async def insert(self: _SqliteWriter, statement: Any, rows: list[dict[str, Any]]) -> set[str]:
-        with self._engine.begin() as connection:
-            return {row[0] for row in connection.execute(statement, rows)}
-
-    _SqliteWriter.insert = insert  # type: ignore[method-assign]
-
-
-@variant
 def journal_timing() -> None:
     """Measurement only: append each request batch's size and write time to /tmp/journal.txt."""
     import time
@@ -133,7 +121,7 @@ def journal_timing() -> None:
             return await add_requests(self, requests)
         finally:
             with open("/tmp/journal.txt", "a") as out:
-                waited = getattr(self._request_writer, "waited", "-")
+                waited = getattr(self.database, "writes_waited", "-")
                 took = time.perf_counter() - started
                 out.write(f"{started:.4f} {len(requests)} {took:.4f} {waited}\n")
 

@@ -22,8 +22,8 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy.engine import make_url
 
+from bot.database import DatabaseUrl, redact_url
 from bot.logging_setup import Redactor, secret_values
 from bot.settings import Settings
 from bot.slack_app import BOT_SCOPES
@@ -286,10 +286,10 @@ async def _fetch_presigned(session: aiohttp.ClientSession, url: str, content: by
 
 
 async def _database(settings: Settings) -> str:
-    url = make_url(settings.database_url)
-    shown = url.render_as_string(hide_password=True)
-    is_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    if is_file and not await asyncio.to_thread(Path(str(url.database)).exists):
+    url = DatabaseUrl.parse(settings.database_url)
+    shown = redact_url(settings.database_url)
+    is_file = url.backend == "sqlite" and not url.in_memory
+    if is_file and not await asyncio.to_thread(Path(str(url.path)).exists):
         raise CheckFailed(
             f"{shown}: the database file does not exist",
             "Run `argo-chatops migrate` (serve also creates it at start-up), or fix "

@@ -21,8 +21,8 @@ from pythonjsonlogger.json import JsonFormatter
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from sqlalchemy.engine import make_url
 
+from bot.database import DatabaseUrl
 from bot.settings import Settings
 
 REDACTED = "[redacted]"
@@ -63,8 +63,8 @@ def secret_values(settings: Settings) -> list[str]:
         if isinstance(value, SecretStr):
             found.append(value.get_secret_value())
     try:
-        password = make_url(settings.database_url).password
-    except Exception:  # a URL SQLAlchemy cannot parse has no password to hide
+        password = DatabaseUrl.parse(settings.database_url).password
+    except ValueError:  # a URL that names no database we know has no password to hide
         password = None
     if password:
         found.append(str(password))

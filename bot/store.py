@@ -1,204 +1,203 @@
 """Durable state: which thread each run belongs to, what was announced, which events were seen.
 
-One schema on SQLite (the embedded default) and PostgreSQL (several replicas), through
-SQLAlchemy Core. Every state change that must happen once is a single conditional UPDATE,
-so it is atomic on both backends.
+One schema on SQLite (the embedded default) and PostgreSQL (several replicas), in plain SQL
+through `bot.database`. Every state change that must happen once is a single conditional
+UPDATE, so it is atomic on both backends.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
+from bot.database import Connection, Database, Row, in_list, open_database
 from bot.models import AuditEntry, Phase, Run, RunInput, RunState
 
 _IN_CLAUSE_CHUNK = 500
+_REQUEST_ROWS_PER_INSERT = 1000  # 10 parameters a row: well under both backends' limits
 
-metadata = sa.MetaData()
+# -- schema ----------------------------------------------------------------------------------
 
-runs = sa.Table(
-    "runs",
-    metadata,
-    sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("namespace", sa.String(63), nullable=False),
-    sa.Column("template", sa.String(253), nullable=False),
-    sa.Column("parameters", sa.Text, nullable=False, default="{}"),
-    sa.Column("user_id", sa.String(64), nullable=False),
-    sa.Column("channel_id", sa.String(64), nullable=False),
-    sa.Column("thread_ts", sa.String(32)),
-    sa.Column("root_ts", sa.String(32)),  # the bot's status message (schema step 3)
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("phase", sa.String(16), nullable=False, default=""),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("finished_at", sa.Float),
-    sa.Column("announced_at", sa.Float),
-    # An announcement in progress: which replica holds it, and until when.
-    sa.Column("claim_owner", sa.String(64)),
-    sa.Column("claim_until", sa.Float),
-)
-sa.Index("runs_unannounced", runs.c.state, runs.c.created_at)
+# One CREATE per table, as created by the current release; `{id}` is the audit log's
+# self-numbering key, the only column whose type differs between the two databases.
+TABLES: dict[str, str] = {
+    "runs": """CREATE TABLE IF NOT EXISTS runs (
+        name VARCHAR(63) NOT NULL,
+        namespace VARCHAR(63) NOT NULL,
+        template VARCHAR(253) NOT NULL,
+        parameters TEXT NOT NULL,
+        user_id VARCHAR(64) NOT NULL,
+        channel_id VARCHAR(64) NOT NULL,
+        thread_ts VARCHAR(32),
+        root_ts VARCHAR(32),
+        state VARCHAR(16) NOT NULL,
+        phase VARCHAR(16) NOT NULL,
+        created_at FLOAT NOT NULL,
+        finished_at FLOAT,
+        announced_at FLOAT,
+        claim_owner VARCHAR(64),
+        claim_until FLOAT,
+        PRIMARY KEY (name)
+    )""",
+    "slack_events": """CREATE TABLE IF NOT EXISTS slack_events (
+        event_id VARCHAR(128) NOT NULL,
+        seen_at FLOAT NOT NULL,
+        PRIMARY KEY (event_id)
+    )""",
+    # Short exclusive jobs shared by replicas (e.g. one poll cycle at a time across them).
+    "leases": """CREATE TABLE IF NOT EXISTS leases (
+        name VARCHAR(64) NOT NULL,
+        owner VARCHAR(64) NOT NULL,
+        expires_at FLOAT NOT NULL,
+        PRIMARY KEY (name)
+    )""",
+    # Files from Slack that became a run's input artifacts: where they went, size, SHA-256.
+    "run_inputs": """CREATE TABLE IF NOT EXISTS run_inputs (
+        run_name VARCHAR(63) NOT NULL,
+        artifact VARCHAR(253) NOT NULL,
+        position INTEGER NOT NULL,
+        file_name TEXT NOT NULL,
+        object_key TEXT NOT NULL,
+        slack_file_id VARCHAR(32) NOT NULL,
+        size BIGINT NOT NULL,
+        sha256 VARCHAR(64) NOT NULL,
+        PRIMARY KEY (run_name, artifact)
+    )""",
+    # What people asked for, written before the bot acknowledges them: a replica that dies
+    # after the ack leaves the request here, and the poll cycle of any replica finishes it.
+    # `run_name` links the run it became; `claim_until` is the lease of whoever works on it.
+    "run_requests": """CREATE TABLE IF NOT EXISTS run_requests (
+        id VARCHAR(128) NOT NULL,
+        kind VARCHAR(16) NOT NULL,
+        payload TEXT NOT NULL,
+        user_id VARCHAR(64) NOT NULL,
+        channel_id VARCHAR(64) NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        run_name VARCHAR(63),
+        attempts INTEGER NOT NULL,
+        claim_owner VARCHAR(64),
+        claim_until FLOAT NOT NULL,
+        created_at FLOAT NOT NULL,
+        PRIMARY KEY (id)
+    )""",
+    # Who did what from Slack or through the exit hook, and how it went: read by
+    # `/argo audit [workflow]`. `target` is the workflow when there is one, else the template.
+    "audit_log": """CREATE TABLE IF NOT EXISTS audit_log (
+        id {id} NOT NULL,
+        at FLOAT NOT NULL,
+        actor VARCHAR(64),
+        channel VARCHAR(64),
+        action VARCHAR(16) NOT NULL,
+        target VARCHAR(253),
+        outcome VARCHAR(16) NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (id)
+    )""",
+    # What people asked of a run from Slack, one row per run that was ever acted on: the
+    # claims that make two clicks one action (stop, resubmit) and the last progress shown.
+    "run_controls": """CREATE TABLE IF NOT EXISTS run_controls (
+        name VARCHAR(63) NOT NULL,
+        shutdown VARCHAR(16),
+        shutdown_by VARCHAR(64),
+        resubmitted_as VARCHAR(63),
+        resubmit_by VARCHAR(64),
+        resubmit_until FLOAT,
+        progress_shown TEXT,
+        progress_at FLOAT,
+        PRIMARY KEY (name)
+    )""",
+    "schema_info": """CREATE TABLE IF NOT EXISTS schema_info (
+        version INTEGER NOT NULL,
+        applied_at FLOAT NOT NULL,
+        PRIMARY KEY (version)
+    )""",
+}
+_ID_TYPE = {"sqlite": "INTEGER", "postgresql": "BIGSERIAL"}  # INTEGER: SQLite's rowid
 
-slack_events = sa.Table(
-    "slack_events",
-    metadata,
-    sa.Column("event_id", sa.String(128), primary_key=True),
-    sa.Column("seen_at", sa.Float, nullable=False),
-)
-
-# Files from Slack that became a run's input artifacts: where they went, size and SHA-256.
-run_inputs = sa.Table(
-    "run_inputs",
-    metadata,
-    sa.Column("run_name", sa.String(63), primary_key=True),
-    sa.Column("artifact", sa.String(253), primary_key=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("file_name", sa.Text, nullable=False),
-    sa.Column("object_key", sa.Text, nullable=False),
-    sa.Column("slack_file_id", sa.String(32), nullable=False, default=""),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-)
-
-schema_info = sa.Table(
-    "schema_info",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
-
-# Short exclusive jobs shared by replicas (e.g. one poll cycle at a time across all of them).
-leases = sa.Table(
-    "leases",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("owner", sa.String(64), nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-)
-
-# What people asked of a run from Slack, one row per run that was ever acted on: the claims
-# that make two clicks one action (stop, resubmit) and the last progress shown in its root.
-run_controls = sa.Table(
-    "run_controls",
-    metadata,
-    sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("shutdown", sa.String(16)),  # stop | terminate, for the current attempt
-    sa.Column("shutdown_by", sa.String(64)),
-    sa.Column("resubmitted_as", sa.String(63)),
-    sa.Column("resubmit_by", sa.String(64)),
-    sa.Column("resubmit_until", sa.Float),  # a resubmission in progress (a lease)
-    sa.Column("progress_shown", sa.Text),
-    sa.Column("progress_at", sa.Float),
-)
-
-# What people asked for, written before the bot acknowledges them: a replica that dies
-# after the ack leaves the request here, and the poll cycle of any replica finishes it.
-# `run_name` links the run it became; `claim_until` is the lease of whoever works on it.
-run_requests = sa.Table(
-    "run_requests",
-    metadata,
-    sa.Column("id", sa.String(128), primary_key=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # command | message | form
-    sa.Column("payload", sa.Text, nullable=False),  # JSON: what is needed to start it again
-    sa.Column("user_id", sa.String(64), nullable=False),
-    sa.Column("channel_id", sa.String(64), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # pending | done | failed
-    sa.Column("run_name", sa.String(63)),
-    sa.Column("attempts", sa.Integer, nullable=False, default=1),
-    sa.Column("claim_owner", sa.String(64)),
-    sa.Column("claim_until", sa.Float, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-sa.Index("run_requests_pending", run_requests.c.state, run_requests.c.claim_until)
-
-# Who did what from Slack or through the exit hook, and how it went (schema step 5): read by
-# `/argo audit [workflow]`. `target` is the workflow when there is one, else the template.
-audit_log = sa.Table(
-    "audit_log",
-    metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("actor", sa.String(64)),  # a Slack user id; none for the exit hook
-    sa.Column("channel", sa.String(64)),
-    sa.Column("action", sa.String(16), nullable=False),  # command | button | file | hook | modal
-    sa.Column("target", sa.String(253)),
-    sa.Column("outcome", sa.String(16), nullable=False),  # ok | denied | invalid | error
-    sa.Column("detail", sa.Text, nullable=False, default=""),
-)
-sa.Index("audit_log_by_target", audit_log.c.target, audit_log.c.id)
-# Rate limits count a person's or a channel's runs of the last hour: one index range each.
-_runs_by_user = sa.Index("runs_by_user", runs.c.user_id, runs.c.created_at)
-_runs_by_channel = sa.Index("runs_by_channel", runs.c.channel_id, runs.c.created_at)
+INDEXES: dict[str, str] = {
+    "runs_unannounced": "runs (state, created_at)",
+    "run_requests_pending": "run_requests (state, claim_until)",
+    "audit_log_by_target": "audit_log (target, id)",
+    # Rate limits count a person's or a channel's runs of the last hour: one range each.
+    "runs_by_user": "runs (user_id, created_at)",
+    "runs_by_channel": "runs (channel_id, created_at)",
+}
 
 # Replicas starting together must not migrate at the same time (PostgreSQL advisory lock key).
 _MIGRATION_LOCK_KEY = 0x61726763  # "argc"
 
+_TABLE_EXISTS = {
+    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+    "postgresql": "SELECT count(*) FROM information_schema.tables"
+    " WHERE table_schema = current_schema() AND table_name = $1",
+}
+_COLUMNS = {
+    "sqlite": "SELECT name FROM pragma_table_info($1)",
+    "postgresql": "SELECT column_name AS name FROM information_schema.columns"
+    " WHERE table_schema = current_schema() AND table_name = $1",
+}
 
-def _create_initial_tables(connection: sa.Connection) -> None:
-    metadata.create_all(connection, tables=[runs, slack_events], checkfirst=True)
+
+async def _create(connection: Connection, dialect: str, *tables: str) -> None:
+    """Tables, and the indexes on them, that do not exist yet."""
+    for table in tables:
+        await connection.execute(TABLES[table].format(id=_ID_TYPE[dialect]))
+        for index, on in INDEXES.items():
+            if on.startswith(f"{table} ") and index not in ("runs_by_user", "runs_by_channel"):
+                await connection.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {on}")
 
 
-def _create_leases(connection: sa.Connection) -> None:
-    metadata.create_all(connection, tables=[leases], checkfirst=True)
+async def _create_initial_tables(connection: Connection, dialect: str) -> None:
+    await _create(connection, dialect, "runs", "slack_events")
 
 
-def _add_run_inputs(connection: sa.Connection) -> None:
+async def _create_leases(connection: Connection, dialect: str) -> None:
+    await _create(connection, dialect, "leases")
+
+
+async def _add_run_inputs(connection: Connection, dialect: str) -> None:
     """Runs started from files: the bot's status message (`root_ts`) and the input files.
 
     Idempotent: a database created from the current `runs` definition already has the column.
     """
-    columns = {column["name"] for column in sa.inspect(connection).get_columns("runs")}
+    columns = {row["name"] for row in await connection.fetch(_COLUMNS[dialect], "runs")}
     if "root_ts" not in columns:
-        connection.execute(sa.text("ALTER TABLE runs ADD COLUMN root_ts VARCHAR(32)"))
-    metadata.create_all(connection, tables=[run_inputs], checkfirst=True)
+        await connection.execute("ALTER TABLE runs ADD COLUMN root_ts VARCHAR(32)")
+    await _create(connection, dialect, "run_inputs")
 
 
-def _add_run_requests(connection: sa.Connection) -> None:
-    metadata.create_all(connection, tables=[run_requests], checkfirst=True)
+async def _add_run_requests(connection: Connection, dialect: str) -> None:
+    await _create(connection, dialect, "run_requests")
 
 
-def _add_audit_log(connection: sa.Connection) -> None:
+async def _add_audit_log(connection: Connection, dialect: str) -> None:
     """The audit trail, and the `runs` indexes that rate limits count with."""
-    metadata.create_all(connection, tables=[audit_log], checkfirst=True)
-    _runs_by_user.create(connection, checkfirst=True)
-    _runs_by_channel.create(connection, checkfirst=True)
+    await _create(connection, dialect, "audit_log")
+    for index in ("runs_by_user", "runs_by_channel"):
+        await connection.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {INDEXES[index]}")
+
+
+async def _create_the_rest(connection: Connection, dialect: str) -> None:
+    """Tables only ever created whole (no step adds them): created when missing."""
+    await _create(connection, dialect, *TABLES)
+    for index, on in INDEXES.items():
+        await connection.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {on}")
 
 
 # Numbered schema changes, applied in order at start-up; never edit a released step, add one.
-# Tables added later are also created from `metadata`; changes to existing tables (new
+# Tables added later may be created by `_create_the_rest`; changes to existing tables (new
 # columns, indexes) must be steps here so that existing databases get them.
-MIGRATIONS: tuple[Callable[[sa.Connection], None], ...] = (
+MIGRATIONS: tuple[Callable[[Connection, str], Awaitable[None]], ...] = (
     _create_initial_tables,
     _create_leases,
     _add_run_inputs,
     _add_run_requests,
     _add_audit_log,
 )
-
-
-def async_database_url(url: str) -> str:
-    """Map the SQLAlchemy-style URL users write to the async driver we ship."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
-    if backend in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-    raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
 def _now() -> float:
@@ -209,69 +208,66 @@ def _to_datetime(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-class Store:
-    """The runs table and its friends, on one SQLAlchemy async engine."""
+def _timestamp(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
 
-    def __init__(self, engine: AsyncEngine, *, sqlite_file: str | None = None) -> None:
-        self._engine = engine
-        # SQLite: requests are written before the ack through a plain connection on a thread
-        # of their own, one thread hop per batch (see `add_requests`).
-        self._sqlite_file = sqlite_file
-        self._request_writer: _SqliteWriter | None = None
+
+_ANNOUNCE = (
+    "UPDATE runs SET state = $1, phase = $2, finished_at = $3, announced_at = $4,"
+    " claim_owner = NULL, claim_until = NULL WHERE name = $5 AND claim_owner = $6"
+)
+_REQUEST_COLUMNS = (
+    "id, kind, payload, user_id, channel_id, state, attempts, claim_owner, claim_until, created_at"
+)
+
+
+class Store:
+    """The runs table and its friends, on one database (see `bot.database`)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     @classmethod
     def from_url(cls, url: str) -> Store:
-        async_url = async_database_url(url)
-        if async_url.startswith("sqlite"):
-            # SQLite has one writer: one pooled connection (one aiosqlite thread) instead of
-            # up to 15 that fight the event loop for the GIL and sleep in the busy handler.
-            in_memory = make_url(async_url).database in (None, "", ":memory:")
-            pool = {} if in_memory else {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
-            engine = create_async_engine(async_url, connect_args={"timeout": 30}, **pool)
-            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-            if not in_memory:
-                return cls(engine, sqlite_file=make_url(async_url).database)
-        else:
-            engine = create_async_engine(
-                async_url,
-                pool_size=10,
-                pool_pre_ping=True,  # survive a database restart: stale connections are replaced
-                connect_args={"timeout": 10, "command_timeout": 30},
-            )
-        return cls(engine)
+        return cls(open_database(url))
+
+    @property
+    def dialect(self) -> str:
+        return self.database.dialect
+
+    def _in(self, column: str, first: int, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return in_list(self.database.dialect, column, first, values)
 
     async def migrate(self) -> None:
         """Apply the numbered migrations this database has not seen yet, under a lock."""
-        async with self._engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                await connection.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
-                )
-            await connection.run_sync(lambda sync: schema_info.create(sync, checkfirst=True))
-            current = (
-                await connection.execute(sa.select(sa.func.max(schema_info.c.version)))
-            ).scalar() or 0
+        dialect = self.dialect
+        async with self.database.transaction() as connection:
+            if dialect == "postgresql":
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+            await connection.execute(TABLES["schema_info"])
+            row = await connection.fetchrow("SELECT max(version) FROM schema_info")
+            current = (row[0] if row else None) or 0
             for version, step in enumerate(MIGRATIONS, start=1):
                 if version <= current:
                     continue
-                await connection.run_sync(step)
+                await step(connection, dialect)
                 await connection.execute(
-                    schema_info.insert().values(version=version, applied_at=_now())
+                    "INSERT INTO schema_info (version, applied_at) VALUES ($1, $2)",
+                    version,
+                    _now(),
                 )
-            await connection.run_sync(metadata.create_all)
+            await _create_the_rest(connection, dialect)
 
     @property
     def latest_schema_version(self) -> int:
         return len(MIGRATIONS)
 
     async def ping(self) -> None:
-        async with self._engine.connect() as connection:
-            await connection.execute(sa.text("SELECT 1"))
+        async with self.database.connection() as connection:
+            await connection.fetchrow("SELECT 1")
 
     async def close(self) -> None:
-        if self._request_writer is not None:
-            await self._request_writer.close()
-        await self._engine.dispose()
+        await self.database.close()
 
     # -- runs --------------------------------------------------------------------------
 
@@ -281,56 +277,58 @@ class Store:
         Both happen in one transaction, and only while `request` is still held by the one
         starting the run, so a request taken over by another replica becomes one run only.
         """
-        async with self._engine.begin() as connection:
+        async with self.database.transaction() as connection:
             if request is not None:
                 linked = await connection.execute(
-                    run_requests.update()
-                    .where(
-                        run_requests.c.id == request.id,
-                        run_requests.c.state == "pending",
-                        run_requests.c.claim_owner == request.claim,
-                    )
-                    .values(state="done", run_name=run.name)
+                    "UPDATE run_requests SET state = 'done', run_name = $1"
+                    " WHERE id = $2 AND state = 'pending' AND claim_owner = $3",
+                    run.name,
+                    request.id,
+                    request.claim,
                 )
-                if linked.rowcount != 1:
+                if linked != 1:
                     raise RequestSuperseded(request.id)
             await connection.execute(
-                runs.insert().values(
-                    name=run.name,
-                    namespace=run.namespace,
-                    template=run.template,
-                    parameters=json.dumps(run.parameters, sort_keys=True),
-                    user_id=run.user_id,
-                    channel_id=run.channel_id,
-                    thread_ts=run.thread_ts,
-                    root_ts=run.root_ts,
-                    state=run.state.value,
-                    phase=run.phase.value,
-                    created_at=run.created_at.timestamp(),
-                )
+                "INSERT INTO runs (name, namespace, template, parameters, user_id, channel_id,"
+                " thread_ts, root_ts, state, phase, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                run.name,
+                run.namespace,
+                run.template,
+                json.dumps(run.parameters, sort_keys=True),
+                run.user_id,
+                run.channel_id,
+                run.thread_ts,
+                run.root_ts,
+                run.state.value,
+                run.phase.value,
+                run.created_at.timestamp(),
             )
 
     async def get_run(self, name: str) -> Run | None:
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(runs.select().where(runs.c.name == name))).first()
+        async with self.database.connection() as connection:
+            row = await connection.fetchrow("SELECT * FROM runs WHERE name = $1", name)
             if row is None:
                 return None
-            query = (
-                run_inputs.select()
-                .where(run_inputs.c.run_name == name)
-                .order_by(run_inputs.c.position)
-            )
-            inputs = [_input_from_row(item) for item in await connection.execute(query)]
+            inputs = [
+                _input_from_row(item)
+                for item in await connection.fetch(
+                    "SELECT * FROM run_inputs WHERE run_name = $1 ORDER BY position", name
+                )
+            ]
         return _run_from_row(row).model_copy(update={"inputs": tuple(inputs)})
 
     async def run_namespaces(self, names: Iterable[str]) -> dict[str, str]:
         """Name → namespace of the stored runs among `names`: what exit hooks need checked."""
         wanted = list(dict.fromkeys(names))
         found: dict[str, str] = {}
-        async with self._engine.connect() as connection:
+        async with self.database.connection() as connection:
             for chunk in _in_chunks(wanted):
-                query = sa.select(runs.c.name, runs.c.namespace).where(runs.c.name.in_(chunk))
-                found.update((row.name, row.namespace) for row in await connection.execute(query))
+                where, args = self._in("name", 1, chunk)
+                rows = await connection.fetch(
+                    f"SELECT name, namespace FROM runs WHERE {where}", *args
+                )
+                found.update((row["name"], row["namespace"]) for row in rows)
         return found
 
     async def get_runs(self, names: Iterable[str]) -> dict[str, Run]:
@@ -338,17 +336,15 @@ class Store:
         wanted = list(dict.fromkeys(names))
         found: dict[str, Run] = {}
         inputs: dict[str, list[RunInput]] = {}
-        async with self._engine.connect() as connection:
+        async with self.database.connection() as connection:
             for chunk in _in_chunks(wanted):
-                for row in await connection.execute(runs.select().where(runs.c.name.in_(chunk))):
-                    found[row.name] = _run_from_row(row)
-                query = (
-                    run_inputs.select()
-                    .where(run_inputs.c.run_name.in_(chunk))
-                    .order_by(run_inputs.c.run_name, run_inputs.c.position)
-                )
-                for row in await connection.execute(query):
-                    inputs.setdefault(row.run_name, []).append(_input_from_row(row))
+                where, args = self._in("name", 1, chunk)
+                for row in await connection.fetch(f"SELECT * FROM runs WHERE {where}", *args):
+                    found[row["name"]] = _run_from_row(row)
+                where, args = self._in("run_name", 1, chunk)
+                query = f"SELECT * FROM run_inputs WHERE {where} ORDER BY run_name, position"
+                for row in await connection.fetch(query, *args):
+                    inputs.setdefault(row["run_name"], []).append(_input_from_row(row))
         return {
             name: run.model_copy(update={"inputs": tuple(inputs[name])}) if name in inputs else run
             for name, run in found.items()
@@ -357,46 +353,46 @@ class Store:
     async def add_inputs(self, name: str, inputs: Iterable[RunInput]) -> None:
         """Record the uploaded input files of a run (their size and SHA-256 are known)."""
         rows = [
-            {
-                "run_name": name,
-                "artifact": item.artifact,
-                "position": position,
-                "file_name": item.file_name,
-                "object_key": item.key,
-                "slack_file_id": item.slack_file_id,
-                "size": item.size or 0,
-                "sha256": item.sha256 or "",
-            }
+            (
+                name,
+                item.artifact,
+                position,
+                item.file_name,
+                item.key,
+                item.slack_file_id,
+                item.size or 0,
+                item.sha256 or "",
+            )
             for position, item in enumerate(inputs)
         ]
         if rows:
-            async with self._engine.begin() as connection:
-                await connection.execute(run_inputs.insert(), rows)
+            async with self.database.transaction() as connection:
+                await connection.executemany(
+                    "INSERT INTO run_inputs (run_name, artifact, position, file_name, object_key,"
+                    " slack_file_id, size, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    rows,
+                )
 
     async def inputs_uploaded(self, name: str) -> bool:
         """`uploading` → `submitting`, restarting the clock: a long upload is not a stale submit."""
-        statement = (
-            runs.update()
-            .where(runs.c.name == name, runs.c.state == RunState.UPLOADING.value)
-            .values(state=RunState.SUBMITTING.value, created_at=_now())
+        return await self._update_one(
+            "UPDATE runs SET state = $1, created_at = $2 WHERE name = $3 AND state = $4",
+            RunState.SUBMITTING.value,
+            _now(),
+            name,
+            RunState.UPLOADING.value,
         )
-        async with self._engine.begin() as connection:
-            return (await connection.execute(statement)).rowcount == 1
 
     async def set_state(self, name: str, state: RunState) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                runs.update().where(runs.c.name == name).values(state=state.value)
-            )
+        await self._update_one("UPDATE runs SET state = $1 WHERE name = $2", state.value, name)
 
     async def waiting_runs(self) -> dict[str, datetime]:
         """Every submitted run not announced yet, with its creation time: one query per cycle."""
-        query = sa.select(runs.c.name, runs.c.created_at).where(
-            runs.c.state == RunState.RUNNING.value
-        )
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        return {row.name: _to_datetime(row.created_at) or datetime.now(UTC) for row in rows}
+        async with self.database.connection() as connection:
+            rows = await connection.fetch(
+                "SELECT name, created_at FROM runs WHERE state = $1", RunState.RUNNING.value
+            )
+        return {row["name"]: _to_datetime(row["created_at"]) or datetime.now(UTC) for row in rows}
 
     async def interrupted_claims(self, names: Iterable[str]) -> set[str]:
         """Which of these runs were claimed by a replica whose claim ran out without being
@@ -404,15 +400,17 @@ class Store:
         wanted = sorted(set(names))
         found: set[str] = set()
         now = _now()
-        async with self._engine.connect() as connection:
+        async with self.database.connection() as connection:
             for chunk in _in_chunks(wanted):
-                query = sa.select(runs.c.name).where(
-                    runs.c.name.in_(chunk),
-                    runs.c.state == RunState.RUNNING.value,
-                    runs.c.claim_owner.is_not(None),
-                    runs.c.claim_until < now,
+                where, args = self._in("name", 3, chunk)
+                rows = await connection.fetch(
+                    "SELECT name FROM runs WHERE state = $1 AND claim_owner IS NOT NULL"
+                    f" AND claim_until < $2 AND {where}",
+                    RunState.RUNNING.value,
+                    now,
+                    *args,
                 )
-                found.update((await connection.execute(query)).scalars())
+                found.update(row["name"] for row in rows)
         return found
 
     async def claim_announcements(
@@ -428,124 +426,101 @@ class Store:
         wanted = sorted(set(names))  # one lock order for every replica's batch
         won: set[str] = set()
         now = _now()
-        async with self._engine.begin() as connection:
+        async with self.database.transaction() as connection:
             for chunk in _in_chunks(wanted):
-                statement = (
-                    runs.update()
-                    .where(
-                        runs.c.name.in_(chunk),
-                        runs.c.state == RunState.RUNNING.value,
-                        sa.or_(runs.c.claim_until.is_(None), runs.c.claim_until < now),
-                    )
-                    .values(claim_owner=owner, claim_until=now + lease_seconds)
-                    .returning(runs.c.name)
+                where, args = self._in("name", 5, chunk)
+                rows = await connection.fetch(
+                    "UPDATE runs SET claim_owner = $1, claim_until = $2 WHERE state = $3"
+                    f" AND (claim_until IS NULL OR claim_until < $4) AND {where} RETURNING name",
+                    owner,
+                    now + lease_seconds,
+                    RunState.RUNNING.value,
+                    now,
+                    *args,
                 )
-                won.update((await connection.execute(statement)).scalars())
+                won.update(row["name"] for row in rows)
         return won
 
     async def mark_announced(
         self, name: str, owner: str, phase: Phase, finished_at: datetime | None
     ) -> bool:
-        statement = (
-            runs.update()
-            .where(runs.c.name == name, runs.c.claim_owner == owner)
-            .values(
-                state=RunState.ANNOUNCED.value,
-                phase=phase.value,
-                finished_at=None if finished_at is None else finished_at.timestamp(),
-                announced_at=_now(),
-                claim_owner=None,
-                claim_until=None,
-            )
+        return await self._update_one(
+            _ANNOUNCE,
+            RunState.ANNOUNCED.value,
+            phase.value,
+            _timestamp(finished_at),
+            _now(),
+            name,
+            owner,
         )
-        async with self._engine.begin() as connection:
-            result = await connection.execute(statement)
-        return result.rowcount == 1
 
     async def mark_many_announced(
         self, marks: Iterable[tuple[str, Phase, datetime | None]], owner: str
     ) -> None:
         """`mark_announced` for several runs (name, phase, finished_at) in one transaction."""
+        now = _now()
         rows = [
-            {
-                "mark_name": name,
-                "mark_phase": phase.value,
-                "mark_finished_at": None if finished_at is None else finished_at.timestamp(),
-            }
+            (RunState.ANNOUNCED.value, phase.value, _timestamp(finished_at), now, name, owner)
             for name, phase, finished_at in marks
         ]
-        if not rows:
-            return
-        statement = (
-            runs.update()
-            .where(runs.c.name == sa.bindparam("mark_name"), runs.c.claim_owner == owner)
-            .values(
-                state=RunState.ANNOUNCED.value,
-                phase=sa.bindparam("mark_phase"),
-                finished_at=sa.bindparam("mark_finished_at"),
-                announced_at=_now(),
-                claim_owner=None,
-                claim_until=None,
-            )
-        )
-        async with self._engine.begin() as connection:
-            await connection.execute(statement, rows)
+        if rows:
+            async with self.database.transaction() as connection:
+                await connection.executemany(_ANNOUNCE, rows)
 
     async def release_claim(self, name: str, owner: str) -> None:
-        statement = (
-            runs.update()
-            .where(runs.c.name == name, runs.c.claim_owner == owner)
-            .values(claim_owner=None, claim_until=None)
+        await self._update_one(
+            "UPDATE runs SET claim_owner = NULL, claim_until = NULL"
+            " WHERE name = $1 AND claim_owner = $2",
+            name,
+            owner,
         )
-        async with self._engine.begin() as connection:
-            await connection.execute(statement)
 
     async def count_waiting(self) -> int:
         """Runs started and not announced yet (what the poller is still tracking)."""
-        query = (
-            sa.select(sa.func.count())
-            .select_from(runs)
-            .where(runs.c.state == RunState.RUNNING.value)
-        )
-        async with self._engine.connect() as connection:
-            return int((await connection.execute(query)).scalar() or 0)
+        async with self.database.connection() as connection:
+            row = await connection.fetchrow(
+                "SELECT count(*) FROM runs WHERE state = $1", RunState.RUNNING.value
+            )
+        return int(row[0] if row else 0)
 
     async def schema_version(self) -> int | None:
         """The recorded schema version, or None when the schema was never created."""
-        async with self._engine.connect() as connection:
-            exists = await connection.run_sync(
-                lambda sync: sa.inspect(sync).has_table(schema_info.name)
-            )
-            if not exists:
+        async with self.database.connection() as connection:
+            exists = await connection.fetchrow(_TABLE_EXISTS[self.dialect], "schema_info")
+            if not exists or not exists[0]:
                 return None
-            return (
-                await connection.execute(sa.select(sa.func.max(schema_info.c.version)))
-            ).scalar()
+            row = await connection.fetchrow("SELECT max(version) FROM schema_info")
+        return None if row is None else row[0]
+
+    async def _update_one(self, sql: str, *args: Any) -> bool:
+        """One statement in a transaction of its own; True when it changed exactly one row."""
+        async with self.database.transaction() as connection:
+            return await connection.execute(sql, *args) == 1
 
     # -- leases --------------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         """Hold `name` for `seconds` unless another live owner holds it; renewing is allowed."""
         now = _now()
-        renew = (
-            leases.update()
-            .where(
-                leases.c.name == name,
-                sa.or_(leases.c.owner == owner, leases.c.expires_at < now),
+        async with self.database.transaction() as connection:
+            renewed = await connection.execute(
+                "UPDATE leases SET owner = $1, expires_at = $2"
+                " WHERE name = $3 AND (owner = $1 OR expires_at < $4)",
+                owner,
+                now + seconds,
+                name,
+                now,
             )
-            .values(owner=owner, expires_at=now + seconds)
-        )
-        async with self._engine.begin() as connection:
-            if (await connection.execute(renew)).rowcount == 1:
+            if renewed == 1:
                 return True
-        try:
-            async with self._engine.begin() as connection:
-                await connection.execute(
-                    leases.insert().values(name=name, owner=owner, expires_at=now + seconds)
-                )
-        except sa.exc.IntegrityError:
-            return False
-        return True
+            taken = await connection.execute(
+                "INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO NOTHING",
+                name,
+                owner,
+                now + seconds,
+            )
+        return taken == 1
 
     # -- runs whose start was interrupted ---------------------------------------------------
 
@@ -554,43 +529,45 @@ class Store:
     ) -> list[Run]:
         """Runs still `submitting` or `uploading` long after they began: their replica died
         around the create call, or while copying files."""
-        query = (
-            runs.select()
-            .where(runs.c.state == state.value, runs.c.created_at < _now() - older_than_seconds)
-            .order_by(runs.c.created_at)
-            .limit(limit)
+        return await self._runs(
+            "SELECT * FROM runs WHERE state = $1 AND created_at < $2 ORDER BY created_at LIMIT $3",
+            state.value,
+            _now() - older_than_seconds,
+            limit,
         )
-        async with self._engine.connect() as connection:
-            return [_run_from_row(row) for row in (await connection.execute(query))]
+
+    async def _runs(self, sql: str, *args: Any) -> list[Run]:
+        async with self.database.connection() as connection:
+            return [_run_from_row(row) for row in await connection.fetch(sql, *args)]
 
     async def abandon_upload(self, name: str) -> tuple[bool, bool]:
         """An interrupted upload: the run is dropped (`rejected`) and the request it came from,
         if any, is pending again so that it starts afresh. Returns (dropped, request reopened);
         one transaction, so two replicas cannot both do it."""
-        async with self._engine.begin() as connection:
+        async with self.database.transaction() as connection:
             dropped = await connection.execute(
-                runs.update()
-                .where(runs.c.name == name, runs.c.state == RunState.UPLOADING.value)
-                .values(state=RunState.REJECTED.value)
+                "UPDATE runs SET state = $1 WHERE name = $2 AND state = $3",
+                RunState.REJECTED.value,
+                name,
+                RunState.UPLOADING.value,
             )
-            if dropped.rowcount != 1:
+            if dropped != 1:
                 return False, False
             reopened = await connection.execute(
-                run_requests.update()
-                .where(run_requests.c.run_name == name)
-                .values(state="pending", run_name=None, claim_owner=None, claim_until=0.0)
+                "UPDATE run_requests SET state = 'pending', run_name = NULL, claim_owner = NULL,"
+                " claim_until = 0.0 WHERE run_name = $1",
+                name,
             )
-            return True, reopened.rowcount == 1
+            return True, reopened == 1
 
     async def settle_submission(self, name: str, state: RunState) -> bool:
         """Move a run out of `submitting` once; False when another replica did it first."""
-        statement = (
-            runs.update()
-            .where(runs.c.name == name, runs.c.state == RunState.SUBMITTING.value)
-            .values(state=state.value)
+        return await self._update_one(
+            "UPDATE runs SET state = $1 WHERE name = $2 AND state = $3",
+            state.value,
+            name,
+            RunState.SUBMITTING.value,
         )
-        async with self._engine.begin() as connection:
-            return (await connection.execute(statement)).rowcount == 1
 
     # -- lifecycle: lists, retries, stop / resubmit claims, progress ------------------------
 
@@ -598,25 +575,25 @@ class Store:
         self, *, channel_id: str | None = None, user_id: str | None = None, limit: int = 50
     ) -> list[Run]:
         """The newest runs that reached Argo, in a channel and/or of a person."""
-        query = runs.select().where(runs.c.state != RunState.REJECTED.value)
-        if channel_id is not None:
-            query = query.where(runs.c.channel_id == channel_id)
-        if user_id is not None:
-            query = query.where(runs.c.user_id == user_id)
-        query = query.order_by(runs.c.created_at.desc()).limit(limit)
-        async with self._engine.connect() as connection:
-            return [_run_from_row(row) for row in await connection.execute(query)]
+        conditions, args = ["state <> $1"], [RunState.REJECTED.value]
+        for column, value in (("channel_id", channel_id), ("user_id", user_id)):
+            if value is not None:
+                args.append(value)
+                conditions.append(f"{column} = ${len(args)}")
+        args.append(limit)
+        return await self._runs(
+            f"SELECT * FROM runs WHERE {' AND '.join(conditions)}"
+            f" ORDER BY created_at DESC LIMIT ${len(args)}",
+            *args,
+        )
 
     async def running_runs(self, limit: int = 500) -> list[Run]:
         """Runs Argo has and nobody announced yet, oldest first (what progress refreshes)."""
-        query = (
-            runs.select()
-            .where(runs.c.state == RunState.RUNNING.value)
-            .order_by(runs.c.created_at)
-            .limit(limit)
+        return await self._runs(
+            "SELECT * FROM runs WHERE state = $1 ORDER BY created_at LIMIT $2",
+            RunState.RUNNING.value,
+            limit,
         )
-        async with self._engine.connect() as connection:
-            return [_run_from_row(row) for row in await connection.execute(query)]
 
     async def begin_retry(self, name: str, owner: str, lease_seconds: float) -> bool:
         """Claim the retry of a run announced as failed; two clicks, one winner.
@@ -625,92 +602,84 @@ class Store:
         answers, the run can be retried again once the lease runs out.
         """
         now = _now()
-        statement = (
-            runs.update()
-            .where(
-                runs.c.name == name,
-                sa.or_(
-                    sa.and_(
-                        runs.c.state == RunState.ANNOUNCED.value,
-                        runs.c.phase.in_([Phase.FAILED.value, Phase.ERROR.value]),
-                    ),
-                    sa.and_(runs.c.state == RunState.RETRYING.value, runs.c.claim_until < now),
-                ),
-            )
-            .values(
-                state=RunState.RETRYING.value, claim_owner=owner, claim_until=now + lease_seconds
-            )
+        return await self._update_one(
+            "UPDATE runs SET state = $1, claim_owner = $2, claim_until = $3 WHERE name = $4"
+            " AND ((state = $5 AND phase IN ($6, $7)) OR (state = $1 AND claim_until < $8))",
+            RunState.RETRYING.value,
+            owner,
+            now + lease_seconds,
+            name,
+            RunState.ANNOUNCED.value,
+            Phase.FAILED.value,
+            Phase.ERROR.value,
+            now,
         )
-        async with self._engine.begin() as connection:
-            return (await connection.execute(statement)).rowcount == 1
 
     async def end_retry(self, name: str, owner: str, *, retried: bool) -> None:
         """Argo answered: the run is running again (announced anew at its end), or it is not."""
-        claimed = (
-            runs.update()
-            .where(
-                runs.c.name == name,
-                runs.c.state == RunState.RETRYING.value,
-                runs.c.claim_owner == owner,
-            )
-            .values(claim_owner=None, claim_until=None)
-        )
-        async with self._engine.begin() as connection:
+        claimed = "WHERE name = $1 AND state = $2 AND claim_owner = $3"
+        async with self.database.transaction() as connection:
             if not retried:
-                await connection.execute(claimed.values(state=RunState.ANNOUNCED.value))
+                await connection.execute(
+                    f"UPDATE runs SET state = $4, claim_owner = NULL, claim_until = NULL {claimed}",
+                    name,
+                    RunState.RETRYING.value,
+                    owner,
+                    RunState.ANNOUNCED.value,
+                )
                 return
             await connection.execute(
-                claimed.values(
-                    state=RunState.RUNNING.value,
-                    phase=Phase.RUNNING.value,
-                    finished_at=None,
-                    announced_at=None,
-                )
+                "UPDATE runs SET state = $4, phase = $5, finished_at = NULL, announced_at = NULL,"
+                f" claim_owner = NULL, claim_until = NULL {claimed}",
+                name,
+                RunState.RETRYING.value,
+                owner,
+                RunState.RUNNING.value,
+                Phase.RUNNING.value,
             )
             await connection.execute(
-                run_controls.update()
-                .where(run_controls.c.name == name)
-                .values(shutdown=None, shutdown_by=None)
+                "UPDATE run_controls SET shutdown = NULL, shutdown_by = NULL WHERE name = $1", name
             )
 
     async def stale_retries(self) -> list[Run]:
         """Retries whose replica died between claiming them and hearing from Argo."""
-        query = runs.select().where(
-            runs.c.state == RunState.RETRYING.value, runs.c.claim_until < _now()
+        return await self._runs(
+            "SELECT * FROM runs WHERE state = $1 AND claim_until < $2",
+            RunState.RETRYING.value,
+            _now(),
         )
-        async with self._engine.connect() as connection:
-            return [_run_from_row(row) for row in await connection.execute(query)]
 
     async def settle_retry(self, name: str, *, retried: bool) -> bool:
         """Finish a stale retry claim the way Argo says it went; False if someone else did."""
-        values: dict[str, object] = {"state": RunState.ANNOUNCED.value}
+        settled = "claim_owner = NULL, claim_until = NULL WHERE name = $1 AND state = $2"
         if retried:
-            values = {
-                "state": RunState.RUNNING.value,
-                "phase": Phase.RUNNING.value,
-                "finished_at": None,
-                "announced_at": None,
-            }
-        statement = (
-            runs.update()
-            .where(
-                runs.c.name == name,
-                runs.c.state == RunState.RETRYING.value,
-                runs.c.claim_until < _now(),
+            return await self._update_one(
+                "UPDATE runs SET state = $4, phase = $5, finished_at = NULL, announced_at = NULL,"
+                f" {settled} AND claim_until < $3",
+                name,
+                RunState.RETRYING.value,
+                _now(),
+                RunState.RUNNING.value,
+                Phase.RUNNING.value,
             )
-            .values(claim_owner=None, claim_until=None, **values)
+        return await self._update_one(
+            f"UPDATE runs SET state = $4, {settled} AND claim_until < $3",
+            name,
+            RunState.RETRYING.value,
+            _now(),
+            RunState.ANNOUNCED.value,
         )
-        async with self._engine.begin() as connection:
-            return (await connection.execute(statement)).rowcount == 1
 
     async def controls(self, names: Iterable[str]) -> dict[str, RunControls]:
         wanted = list(dict.fromkeys(names))
         found: dict[str, RunControls] = {}
-        async with self._engine.connect() as connection:
+        async with self.database.connection() as connection:
             for chunk in _in_chunks(wanted):
-                query = run_controls.select().where(run_controls.c.name.in_(chunk))
-                for row in await connection.execute(query):
-                    found[row.name] = _controls_from_row(row)
+                where, args = self._in("name", 1, chunk)
+                for row in await connection.fetch(
+                    f"SELECT * FROM run_controls WHERE {where}", *args
+                ):
+                    found[row["name"]] = _controls_from_row(row)
         return found
 
     async def claim_shutdown(
@@ -718,55 +687,55 @@ class Store:
     ) -> tuple[bool, RunControls]:
         """Record a stop or terminate request unless one is already in (terminate may follow
         a stop); False and what was asked before when it is a repeat."""
-        earlier = ["stop"] if strategy == "terminate" else []
-        statement = (
-            run_controls.update()
-            .where(
-                run_controls.c.name == name,
-                sa.or_(run_controls.c.shutdown.is_(None), run_controls.c.shutdown.in_(earlier)),
-            )
-            .values(shutdown=strategy, shutdown_by=user_id)
+        earlier = "stop" if strategy == "terminate" else None  # `= NULL` is never true
+        return await self._claim_control(
+            name,
+            "UPDATE run_controls SET shutdown = $2, shutdown_by = $3"
+            " WHERE name = $1 AND (shutdown IS NULL OR shutdown = $4)",
+            strategy,
+            user_id,
+            earlier,
         )
-        return await self._claim_control(name, statement)
 
     async def release_shutdown(self, name: str, strategy: str, previous: RunControls) -> None:
         """Argo refused the request: put back what was recorded before it."""
-        statement = (
-            run_controls.update()
-            .where(run_controls.c.name == name, run_controls.c.shutdown == strategy)
-            .values(shutdown=previous.shutdown, shutdown_by=previous.shutdown_by)
+        await self._update_one(
+            "UPDATE run_controls SET shutdown = $1, shutdown_by = $2"
+            " WHERE name = $3 AND shutdown = $4",
+            previous.shutdown,
+            previous.shutdown_by,
+            name,
+            strategy,
         )
-        async with self._engine.begin() as connection:
-            await connection.execute(statement)
 
     async def claim_resubmit(
         self, name: str, user_id: str, lease_seconds: float
     ) -> tuple[bool, RunControls]:
         """Take the one resubmission of a run; False and the earlier one when it is a repeat."""
         now = _now()
-        statement = (
-            run_controls.update()
-            .where(
-                run_controls.c.name == name,
-                run_controls.c.resubmitted_as.is_(None),
-                sa.or_(
-                    run_controls.c.resubmit_until.is_(None),
-                    run_controls.c.resubmit_until < now,
-                ),
-            )
-            .values(resubmit_by=user_id, resubmit_until=now + lease_seconds)
+        return await self._claim_control(
+            name,
+            "UPDATE run_controls SET resubmit_by = $2, resubmit_until = $3 WHERE name = $1"
+            " AND resubmitted_as IS NULL AND (resubmit_until IS NULL OR resubmit_until < $4)",
+            user_id,
+            now + lease_seconds,
+            now,
         )
-        return await self._claim_control(name, statement)
 
     async def end_resubmit(self, name: str, new_name: str | None) -> None:
         """The resubmission started `new_name`, or (None) it failed and may be tried again."""
-        values: dict[str, object] = {"resubmit_until": None, "resubmitted_as": new_name}
         if new_name is None:
-            values["resubmit_by"] = None
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                run_controls.update().where(run_controls.c.name == name).values(**values)
+            await self._update_one(
+                "UPDATE run_controls SET resubmit_until = NULL, resubmitted_as = NULL,"
+                " resubmit_by = NULL WHERE name = $1",
+                name,
             )
+            return
+        await self._update_one(
+            "UPDATE run_controls SET resubmit_until = NULL, resubmitted_as = $2 WHERE name = $1",
+            name,
+            new_name,
+        )
 
     async def claim_progress(
         self, name: str, shown: str, *, min_gap: float, refresh_gap: float
@@ -774,37 +743,27 @@ class Store:
         """May this replica edit the run's thread root now? At most once per `min_gap`, and
         only when what it shows changed (or `refresh_gap` passed: the elapsed time moved)."""
         now = _now()
-        c = run_controls.c
-        statement = (
-            run_controls.update()
-            .where(
-                c.name == name,
-                sa.or_(
-                    c.progress_at.is_(None),
-                    sa.and_(
-                        c.progress_at <= now - min_gap,
-                        sa.or_(
-                            c.progress_shown.is_(None),
-                            c.progress_shown != shown,
-                            c.progress_at <= now - refresh_gap,
-                        ),
-                    ),
-                ),
-            )
-            .values(progress_shown=shown, progress_at=now)
+        claimed, _ = await self._claim_control(
+            name,
+            "UPDATE run_controls SET progress_shown = $2, progress_at = $3 WHERE name = $1"
+            " AND (progress_at IS NULL OR (progress_at <= $4 AND (progress_shown IS NULL"
+            " OR progress_shown <> $2 OR progress_at <= $5)))",
+            shown,
+            now,
+            now - min_gap,
+            now - refresh_gap,
         )
-        claimed, _ = await self._claim_control(name, statement)
         return claimed
 
-    async def _claim_control(self, name: str, statement: sa.Update) -> tuple[bool, RunControls]:
-        """Run one conditional UPDATE on the run's controls row (created when missing)."""
-        insert = self._dialect_insert(run_controls)
-        async with self._engine.begin() as connection:
-            await connection.execute(insert.values(name=name).on_conflict_do_nothing())
-            claimed = (await connection.execute(statement)).rowcount == 1
-            row = (
-                await connection.execute(run_controls.select().where(run_controls.c.name == name))
-            ).one()
+    async def _claim_control(self, name: str, update: str, *args: Any) -> tuple[bool, RunControls]:
+        """One conditional UPDATE (`name` is its `$1`) on the run's controls row, created when
+        missing; whether it took, and the row after it."""
+        async with self.database.transaction() as connection:
+            await connection.execute(
+                "INSERT INTO run_controls (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name
+            )
+            claimed = await connection.execute(update, name, *args) == 1
+            row = await connection.fetchrow("SELECT * FROM run_controls WHERE name = $1", name)
         return claimed, _controls_from_row(row)
 
     # -- access: rate limits and the audit trail ---------------------------------------------
@@ -814,88 +773,103 @@ class Store:
     ) -> tuple[int, float | None]:
         """How many runs a person or a channel started at or after `since` (epoch seconds), and
         when the oldest of them started: one range of the `runs_by_user`/`_channel` index."""
-        query = sa.select(sa.func.count(), sa.func.min(runs.c.created_at)).where(
-            runs.c.created_at >= since
-        )
-        if user_id is not None:
-            query = query.where(runs.c.user_id == user_id)
-        if channel_id is not None:
-            query = query.where(runs.c.channel_id == channel_id)
-        async with self._engine.connect() as connection:
-            count, oldest = (await connection.execute(query)).one()
-        return int(count or 0), oldest
+        conditions, args = ["created_at >= $1"], [since]
+        for column, value in (("user_id", user_id), ("channel_id", channel_id)):
+            if value is not None:
+                args.append(value)
+                conditions.append(f"{column} = ${len(args)}")
+        async with self.database.connection() as connection:
+            row = await connection.fetchrow(
+                f"SELECT count(*), min(created_at) FROM runs WHERE {' AND '.join(conditions)}",
+                *args,
+            )
+        return (0, None) if row is None else (int(row[0] or 0), row[1])
 
     async def add_audit(self, entry: AuditEntry) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(audit_log.insert().values(**entry.model_dump()))
+        async with self.database.transaction() as connection:
+            await connection.execute(
+                "INSERT INTO audit_log (at, actor, channel, action, target, outcome, detail)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                entry.at,
+                entry.actor,
+                entry.channel,
+                entry.action,
+                entry.target,
+                entry.outcome,
+                entry.detail,
+            )
 
     async def recent_audit(self, *, target: str | None = None, limit: int = 20) -> list[AuditEntry]:
         """The newest audit entries, of one workflow (or template) or of everything."""
-        query = audit_log.select()
-        if target is not None:
-            query = query.where(audit_log.c.target == target)
-        query = query.order_by(audit_log.c.id.desc()).limit(limit)
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+        columns = "at, actor, channel, action, target, outcome, detail"
+        async with self.database.connection() as connection:
+            if target is None:
+                rows = await connection.fetch(
+                    f"SELECT {columns} FROM audit_log ORDER BY id DESC LIMIT $1", limit
+                )
+            else:
+                rows = await connection.fetch(
+                    f"SELECT {columns} FROM audit_log WHERE target = $1 ORDER BY id DESC LIMIT $2",
+                    target,
+                    limit,
+                )
         return [
             AuditEntry(
-                at=row.at,
-                actor=row.actor,
-                channel=row.channel,
-                action=row.action,
-                target=row.target,
-                outcome=row.outcome,
-                detail=row.detail or "",
+                at=row["at"],
+                actor=row["actor"],
+                channel=row["channel"],
+                action=row["action"],
+                target=row["target"],
+                outcome=row["outcome"],
+                detail=row["detail"] or "",
             )
             for row in rows
         ]
 
-    # -- Slack event deduplication ------------------------------------------------------
-
     # -- requests written down before the ack ------------------------------------------------
 
     async def add_requests(self, requests: list[StoredRequest]) -> set[str]:
-        """Record requests in one transaction; returns the ids that were new (not redeliveries)."""
-        if not requests:
-            return set()
+        """Record requests; returns the ids that were new (not redeliveries).
+
+        Up to 1,000 requests go in one multi-row INSERT, written with `write_now`: on SQLite
+        right from the event loop, not after a burst's callbacks (BENCHMARKS.md, round 3).
+        """
         now = _now()
-        rows = [
-            {
-                "id": request.id,
-                "kind": request.kind,
-                "payload": json.dumps(request.payload, sort_keys=True),
-                "user_id": request.user_id,
-                "channel_id": request.channel_id,
-                "state": "pending",
-                "attempts": request.attempts,
-                "claim_owner": request.claim,
-                "claim_until": now + request.lease_seconds,
-                "created_at": now,
-            }
-            for request in requests
-        ]
-        insert = (
-            self._dialect_insert(run_requests).on_conflict_do_nothing().returning(run_requests.c.id)
-        )
-        if self._sqlite_file is not None:
-            # The async engine makes several thread hops per transaction, and in a burst each
-            # waits for a turn of a busy event loop: ~100 ms more per ack (BENCHMARKS.md).
-            if self._request_writer is None:
-                self._request_writer = _SqliteWriter(self._sqlite_file)
-            return await self._request_writer.insert(insert, rows)
-        async with self._engine.begin() as connection:
-            result = await connection.execute(insert, rows)
-            return {row[0] for row in result}
+        new: set[str] = set()
+        for start in range(0, len(requests), _REQUEST_ROWS_PER_INSERT):
+            chunk = requests[start : start + _REQUEST_ROWS_PER_INSERT]
+            args: list[Any] = []
+            values = []
+            for request in chunk:
+                first = len(args) + 1
+                values.append("(" + ", ".join(f"${n}" for n in range(first, first + 10)) + ")")
+                args += (
+                    request.id,
+                    request.kind,
+                    json.dumps(request.payload, sort_keys=True),
+                    request.user_id,
+                    request.channel_id,
+                    "pending",
+                    request.attempts,
+                    request.claim,
+                    now + request.lease_seconds,
+                    now,
+                )
+            rows = await self.database.write_now(
+                f"INSERT INTO run_requests ({_REQUEST_COLUMNS}) VALUES {', '.join(values)}"
+                " ON CONFLICT (id) DO NOTHING RETURNING id",
+                *args,
+            )
+            new.update(row["id"] for row in rows)
+        return new
 
     async def finish_request(self, request: RequestClaim, state: str = "done") -> None:
         """A request that ended without a run (refused, answered, handed to a form)."""
-        statement = (
-            run_requests.update()
-            .where(run_requests.c.id == request.id, run_requests.c.state == "pending")
-            .values(state=state)
+        await self._update_one(
+            "UPDATE run_requests SET state = $1 WHERE id = $2 AND state = 'pending'",
+            state,
+            request.id,
         )
-        async with self._engine.begin() as connection:
-            await connection.execute(statement)
 
     async def claim_stale_requests(
         self, owner: str, lease_seconds: float, limit: int = 20
@@ -903,42 +877,37 @@ class Store:
         """Take over pending requests whose lease ran out (their replica died): one query when
         there are none; each taken one is claimed with a conditional UPDATE."""
         now = _now()
-        query = (
-            run_requests.select()
-            .where(run_requests.c.state == "pending", run_requests.c.claim_until < now)
-            .order_by(run_requests.c.created_at)
-            .limit(limit)
-        )
-        async with self._engine.connect() as connection:
-            candidates = list(await connection.execute(query))
+        async with self.database.connection() as connection:
+            candidates = await connection.fetch(
+                "SELECT * FROM run_requests WHERE state = 'pending' AND claim_until < $1"
+                " ORDER BY created_at LIMIT $2",
+                now,
+                limit,
+            )
         claimed = []
         for row in candidates:
-            claim = f"{owner}:{row.attempts + 1}"
-            statement = (
-                run_requests.update()
-                .where(
-                    run_requests.c.id == row.id,
-                    run_requests.c.state == "pending",
-                    run_requests.c.claim_until < now,
-                )
-                .values(
-                    claim_owner=claim,
-                    claim_until=now + lease_seconds,
-                    attempts=row.attempts + 1,
-                )
+            attempts = row["attempts"] + 1
+            claim = f"{owner}:{attempts}"
+            taken = await self._update_one(
+                "UPDATE run_requests SET claim_owner = $1, claim_until = $2, attempts = $3"
+                " WHERE id = $4 AND state = 'pending' AND claim_until < $5",
+                claim,
+                now + lease_seconds,
+                attempts,
+                row["id"],
+                now,
             )
-            async with self._engine.begin() as connection:
-                if (await connection.execute(statement)).rowcount != 1:
-                    continue
+            if not taken:
+                continue
             claimed.append(
                 StoredRequest(
-                    id=row.id,
-                    kind=row.kind,
-                    payload=json.loads(row.payload),
-                    user_id=row.user_id,
-                    channel_id=row.channel_id,
+                    id=row["id"],
+                    kind=row["kind"],
+                    payload=json.loads(row["payload"]),
+                    user_id=row["user_id"],
+                    channel_id=row["channel_id"],
                     claim=claim,
-                    attempts=row.attempts + 1,
+                    attempts=attempts,
                     lease_seconds=lease_seconds,
                 )
             )
@@ -946,33 +915,24 @@ class Store:
 
     async def request_state(self, request_id: str) -> tuple[str, str | None] | None:
         """(state, run name) of a recorded request, or None."""
-        query = sa.select(run_requests.c.state, run_requests.c.run_name).where(
-            run_requests.c.id == request_id
-        )
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(query)).first()
-        return None if row is None else (row[0], row[1])
+        async with self.database.connection() as connection:
+            row = await connection.fetchrow(
+                "SELECT state, run_name FROM run_requests WHERE id = $1", request_id
+            )
+        return None if row is None else (row["state"], row["run_name"])
 
-    def _dialect_insert(self, table: sa.Table):  # type: ignore[no-untyped-def]
-        # Imported here, so a service never loads the other database's dialect (RSS).
-        if self._engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects import postgresql
-
-            return postgresql.insert(table)
-        from sqlalchemy.dialects import sqlite
-
-        return sqlite.insert(table)
+    # -- Slack event deduplication ------------------------------------------------------
 
     async def remember_event(self, event_id: str) -> bool:
         """Record a Slack event id; False when it was seen before (a Slack retry)."""
-        try:
-            async with self._engine.begin() as connection:
-                await connection.execute(
-                    slack_events.insert().values(event_id=event_id, seen_at=_now())
-                )
-        except sa.exc.IntegrityError:
-            return False
-        return True
+        async with self.database.transaction() as connection:
+            added = await connection.execute(
+                "INSERT INTO slack_events (event_id, seen_at) VALUES ($1, $2)"
+                " ON CONFLICT (event_id) DO NOTHING",
+                event_id,
+                _now(),
+            )
+        return added == 1
 
 
 class RequestSuperseded(Exception):
@@ -1011,43 +971,43 @@ class RunControls:
     progress_at: float | None = None  # when a replica last edited the run's root
 
 
-def _controls_from_row(row: sa.Row) -> RunControls:
+def _controls_from_row(row: Row) -> RunControls:
     return RunControls(
-        shutdown=row.shutdown,
-        shutdown_by=row.shutdown_by,
-        resubmitted_as=row.resubmitted_as,
-        resubmit_by=row.resubmit_by,
-        progress_shown=row.progress_shown,
-        progress_at=row.progress_at,
+        shutdown=row["shutdown"],
+        shutdown_by=row["shutdown_by"],
+        resubmitted_as=row["resubmitted_as"],
+        resubmit_by=row["resubmit_by"],
+        progress_shown=row["progress_shown"],
+        progress_at=row["progress_at"],
     )
 
 
-def _run_from_row(row: sa.Row) -> Run:
+def _run_from_row(row: Row) -> Run:
     return Run(
-        name=row.name,
-        namespace=row.namespace,
-        template=row.template,
-        parameters=json.loads(row.parameters or "{}"),
-        user_id=row.user_id,
-        channel_id=row.channel_id,
-        thread_ts=row.thread_ts,
-        root_ts=row.root_ts,
-        state=RunState(row.state),
-        phase=Phase.parse(row.phase),
-        created_at=_to_datetime(row.created_at) or datetime.now(UTC),
-        finished_at=_to_datetime(row.finished_at),
-        announced_at=_to_datetime(row.announced_at),
+        name=row["name"],
+        namespace=row["namespace"],
+        template=row["template"],
+        parameters=json.loads(row["parameters"] or "{}"),
+        user_id=row["user_id"],
+        channel_id=row["channel_id"],
+        thread_ts=row["thread_ts"],
+        root_ts=row["root_ts"],
+        state=RunState(row["state"]),
+        phase=Phase.parse(row["phase"]),
+        created_at=_to_datetime(row["created_at"]) or datetime.now(UTC),
+        finished_at=_to_datetime(row["finished_at"]),
+        announced_at=_to_datetime(row["announced_at"]),
     )
 
 
-def _input_from_row(row: sa.Row) -> RunInput:
+def _input_from_row(row: Row) -> RunInput:
     return RunInput(
-        artifact=row.artifact,
-        file_name=row.file_name,
-        key=row.object_key,
-        slack_file_id=row.slack_file_id,
-        size=row.size,
-        sha256=row.sha256,
+        artifact=row["artifact"],
+        file_name=row["file_name"],
+        key=row["object_key"],
+        slack_file_id=row["slack_file_id"],
+        size=row["size"],
+        sha256=row["sha256"],
     )
 
 
@@ -1055,70 +1015,3 @@ def _in_chunks(wanted: list[str]) -> Iterator[list[str]]:
     """`wanted` in pieces small enough for one `IN (…)` clause each, in its order."""
     for start in range(0, len(wanted), _IN_CLAUSE_CHUNK):
         yield wanted[start : start + _IN_CLAUSE_CHUNK]
-
-
-class _SqliteWriter:
-    """Request batches written to the SQLite file without waiting for a busy event loop.
-
-    Each batch is first tried right on the event loop, through a connection that never
-    waits for a lock (busy timeout 0) and never checkpoints the WAL (so a commit makes no
-    fsync under `synchronous=NORMAL`): a few hundred rows take a few milliseconds and
-    cannot stall the loop. Only when another connection holds the write lock does the batch
-    go to a connection of its own thread, which waits for the lock; a thread hop's answer
-    waits behind every callback of a burst, tens of milliseconds (BENCHMARKS.md, round 3).
-    """
-
-    def __init__(self, path: str) -> None:
-        url = f"sqlite:///{path}"
-        self._inline = sa.create_engine(
-            url, poolclass=sa.pool.StaticPool, connect_args={"timeout": 0}
-        )
-        sa.event.listen(self._inline, "connect", _sqlite_inline_pragmas)
-        self._engine = sa.create_engine(
-            url, poolclass=sa.pool.StaticPool, connect_args={"timeout": 30}
-        )
-        sa.event.listen(self._engine, "connect", _sqlite_pragmas)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-writer")
-        self.waited = 0  # batches that found the write lock taken and went to the thread
-
-    async def insert(self, statement: sa.Insert, rows: list[dict[str, Any]]) -> set[str]:
-        def write(engine: sa.Engine) -> set[str]:
-            with engine.begin() as connection:
-                return {row[0] for row in connection.execute(statement, rows)}
-
-        try:
-            return write(self._inline)
-        except sa.exc.OperationalError as error:
-            if not _is_locked(error):
-                raise
-        self.waited += 1
-        return await asyncio.get_running_loop().run_in_executor(self._thread, write, self._engine)
-
-    async def close(self) -> None:
-        self._inline.dispose()
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._engine.dispose)
-        self._thread.shutdown(wait=True)
-
-
-def _is_locked(error: sa.exc.OperationalError) -> bool:
-    """SQLite's SQLITE_BUSY / SQLITE_LOCKED: another connection is writing."""
-    return "locked" in str(error.orig).lower() or "busy" in str(error.orig).lower()
-
-
-def _sqlite_inline_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    """Never wait for a lock and never checkpoint: what a write on the event loop needs."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # already so (the store's engine sets it)
-    cursor.execute("PRAGMA busy_timeout=0")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA wal_autocheckpoint=0")
-    cursor.close()
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    """WAL lets readers run beside the one writer; busy_timeout waits instead of failing."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()

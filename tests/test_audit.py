@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.audit import ANONYMOUS_ROWS_PER_MINUTE
+from bot.database import open_database
 from bot.models import AuditEntry
-from bot.store import Store, async_database_url
+from bot.store import Store
 from tests.conftest import Bot
 from tests.lifecycle_support import announcements, root_of, start
 from tests.slack_deliveries import BOT_USER, share
@@ -188,10 +187,8 @@ async def test_without_a_policy_nobody_reads_the_audit_trail(bot: Bot) -> None:
 async def test_a_failing_audit_write_never_breaks_the_action(
     bot: Bot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = create_async_engine(async_database_url(bot.settings.database_url))
-    async with engine.begin() as connection:
-        await connection.execute(sa.text("DROP TABLE audit_log"))
-    await engine.dispose()
+    async with bot.services.store.database.transaction() as connection:
+        await connection.execute("DROP TABLE audit_log")
     name = await start(bot, "run csv-summary rows=2")
     await bot.wait_idle()
     assert "succeeded" in announcements(bot, root_of(bot, name).ts)[0].text
@@ -206,21 +203,24 @@ async def test_migrating_a_database_of_schema_4_adds_the_audit_log_and_the_rate_
     await store.migrate()
     await store.close()
     # Take the database back to what schema step 4 left.
-    engine = create_async_engine(async_database_url(database_url))
-    async with engine.begin() as connection:
-        await connection.execute(sa.text("DROP TABLE audit_log"))
-        await connection.execute(sa.text("DROP INDEX runs_by_user"))
-        await connection.execute(sa.text("DROP INDEX runs_by_channel"))
-        await connection.execute(sa.text("DELETE FROM schema_info WHERE version >= 5"))
+    database = open_database(database_url)
+    async with database.transaction() as connection:
+        await connection.execute("DROP TABLE audit_log")
+        await connection.execute("DROP INDEX runs_by_user")
+        await connection.execute("DROP INDEX runs_by_channel")
+        await connection.execute("DELETE FROM schema_info WHERE version >= 5")
     store = Store.from_url(database_url)
     try:
         await store.migrate()
         await store.migrate()  # idempotent
         assert await store.schema_version() == store.latest_schema_version >= 5
-        async with engine.connect() as connection:
-            indexes = await connection.run_sync(
-                lambda sync: {i["name"] for i in sa.inspect(sync).get_indexes("runs")}
-            )
+        list_indexes = {
+            "sqlite": "SELECT name FROM pragma_index_list('runs')",
+            "postgresql": "SELECT indexname AS name FROM pg_indexes"
+            " WHERE schemaname = current_schema() AND tablename = 'runs'",
+        }[database.dialect]
+        async with database.connection() as connection:
+            indexes = {row["name"] for row in await connection.fetch(list_indexes)}
         assert {"runs_by_user", "runs_by_channel"} <= indexes
         await store.add_audit(
             AuditEntry(at=1.0, actor="U1", action="command", outcome="ok", target="x")
@@ -229,4 +229,4 @@ async def test_migrating_a_database_of_schema_4_adds_the_audit_log_and_the_rate_
         assert (entry.actor, entry.outcome, entry.channel, entry.detail) == ("U1", "ok", None, "")
     finally:
         await store.close()
-        await engine.dispose()
+        await database.close()

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from bot.database import open_database
 from bot.models import RunState
 from bot.settings import describe_validation_error
-from bot.store import Store, async_database_url
+from bot.store import Store
 from stand_ins.fake_slack import FakeSlack, Message
 from stand_ins.s3_server import S3Server
 from stand_ins.slack_requests import app_mention_event, file_share_event
@@ -558,32 +557,28 @@ async def test_a_bad_routes_file_stops_start_up_with_one_clear_line(
 
 async def test_migrate_gives_an_existing_database_the_input_columns(database_url: str) -> None:
     # The schema as the first release left it: no runs.root_ts, no run_inputs.
-    engine = create_async_engine(async_database_url(database_url))
-    async with engine.begin() as connection:
+    database = open_database(database_url)
+    async with database.transaction() as connection:
         await connection.execute(
-            sa.text(
-                "CREATE TABLE runs (name VARCHAR(63) PRIMARY KEY, namespace VARCHAR(63) NOT NULL,"
-                " template VARCHAR(253) NOT NULL, parameters TEXT NOT NULL,"
-                " user_id VARCHAR(64) NOT NULL, channel_id VARCHAR(64) NOT NULL,"
-                " thread_ts VARCHAR(32), state VARCHAR(16) NOT NULL, phase VARCHAR(16) NOT NULL,"
-                " created_at FLOAT NOT NULL, finished_at FLOAT, announced_at FLOAT,"
-                " claim_owner VARCHAR(64), claim_until FLOAT)"
-            )
+            "CREATE TABLE runs (name VARCHAR(63) PRIMARY KEY, namespace VARCHAR(63) NOT NULL,"
+            " template VARCHAR(253) NOT NULL, parameters TEXT NOT NULL,"
+            " user_id VARCHAR(64) NOT NULL, channel_id VARCHAR(64) NOT NULL,"
+            " thread_ts VARCHAR(32), state VARCHAR(16) NOT NULL, phase VARCHAR(16) NOT NULL,"
+            " created_at FLOAT NOT NULL, finished_at FLOAT, announced_at FLOAT,"
+            " claim_owner VARCHAR(64), claim_until FLOAT)"
         )
         await connection.execute(
-            sa.text(
-                "INSERT INTO runs VALUES ('old-abcde', 'argo', 'csv-summary', '{}', 'U1', 'C1',"
-                " '1.2', 'announced', 'Succeeded', 1.0, 2.0, 3.0, NULL, NULL)"
-            )
+            "INSERT INTO runs VALUES ('old-abcde', 'argo', 'csv-summary', '{}', 'U1', 'C1',"
+            " '1.2', 'announced', 'Succeeded', 1.0, 2.0, 3.0, NULL, NULL)"
         )
         await connection.execute(
-            sa.text("CREATE TABLE slack_events (event_id VARCHAR(128) PRIMARY KEY, seen_at FLOAT)")
+            "CREATE TABLE slack_events (event_id VARCHAR(128) PRIMARY KEY, seen_at FLOAT)"
         )
         await connection.execute(
-            sa.text("CREATE TABLE schema_info (version INTEGER PRIMARY KEY, applied_at FLOAT)")
+            "CREATE TABLE schema_info (version INTEGER PRIMARY KEY, applied_at FLOAT)"
         )
-        await connection.execute(sa.text("INSERT INTO schema_info VALUES (1, 1.0)"))
-    await engine.dispose()
+        await connection.execute("INSERT INTO schema_info VALUES (1, 1.0)")
+    await database.close()
 
     store = Store.from_url(database_url)
     try:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from bot.coalescer import Batch, Coalescer
 from tests.conftest import Bot
@@ -24,11 +22,11 @@ def statements_like(bot: Bot, wanted: Callable[[str], bool]) -> list[str]:
     """Every statement the store sends from now on that `wanted` picks."""
     seen: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def record(statement: str) -> None:
         if wanted(statement):
             seen.append(statement)
 
-    sa.event.listen(bot.services.store._engine.sync_engine, "before_cursor_execute", record)
+    bot.services.store.database.statement_listeners.append(record)
     return seen
 
 
@@ -48,7 +46,7 @@ async def test_fifty_hooks_at_once_are_announced_once_each_from_a_few_batched_re
         await bot.argo.complete(name, "Succeeded", run_hook=False)
     bot.argo.requests.clear()
     claims = count_claim_statements(bot)
-    lookups = statements_like(bot, lambda sql: sql.startswith("SELECT runs.name, runs.namespace"))
+    lookups = statements_like(bot, lambda sql: sql.startswith("SELECT name, namespace FROM runs"))
     # A slow Argo holds the first batch's read, so the hooks behind it gather in the next.
     bot.argo.latency = 0.3
 

@@ -62,18 +62,16 @@ async def test_only_one_replica_runs_a_poll_cycle_at_a_time(bot_factory: Any) ->
 async def test_a_dead_replicas_poll_lease_is_taken_over(bot_factory: Any) -> None:
     import time
 
-    from bot.store import leases
-
     first: Bot = await bot_factory()
     second: Bot = await bot_factory()
     await first.services.tasks.wait_idle()  # the start-up poll cycle
     await second.services.tasks.wait_idle()
     # The lease now belongs to a replica that was killed a moment ago.
-    async with first.services.store._engine.begin() as connection:
+    async with first.services.store.database.transaction() as connection:
         await connection.execute(
-            leases.update()
-            .where(leases.c.name == "poll-cycle")
-            .values(owner="replica-that-died", expires_at=time.time() + 0.3)
+            "UPDATE leases SET owner = 'replica-that-died', expires_at = $1"
+            " WHERE name = 'poll-cycle'",
+            time.time() + 0.3,
         )
     assert (await second.services.runs.poll_once()).skipped
     await asyncio.sleep(0.4)
@@ -155,12 +153,9 @@ async def test_an_old_submission_interrupted_before_create_is_reported_in_its_th
 
 async def _age(bot: Bot, name: str, *, seconds: float) -> None:
     """Move a run's creation time into the past (as if it had been waiting that long)."""
-    from bot.store import runs
-
-    engine = bot.services.store._engine
-    async with engine.begin() as connection:
+    async with bot.services.store.database.transaction() as connection:
         await connection.execute(
-            runs.update().where(runs.c.name == name).values(created_at=runs.c.created_at - seconds)
+            "UPDATE runs SET created_at = created_at - $1 WHERE name = $2", seconds, name
         )
 
 
@@ -168,18 +163,13 @@ async def _died_mid_announcement(bot: Bot, name: str) -> None:
     """The run's announcement was claimed by a replica that died (its claim ran out)."""
     import time
 
-    from bot.store import runs
-
-    async with bot.services.store._engine.begin() as connection:
+    async with bot.services.store.database.transaction() as connection:
         await connection.execute(
-            runs.update()
-            .where(runs.c.name == name)
-            .values(
-                state=RunState.RUNNING.value,
-                announced_at=None,
-                claim_owner="replica-that-died",
-                claim_until=time.time() - 1,
-            )
+            "UPDATE runs SET state = $1, announced_at = NULL, claim_owner = 'replica-that-died',"
+            " claim_until = $2 WHERE name = $3",
+            RunState.RUNNING.value,
+            time.time() - 1,
+            name,
         )
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
-import sqlalchemy as sa
-
 from bot.models import RunRequest, SlackOrigin
-from bot.store import RequestSuperseded, StoredRequest, leases, run_requests, runs
+from bot.store import RequestSuperseded, StoredRequest
 from stand_ins.slack_requests import file_share_event
 from tests.conftest import Bot
 from tests.slack_deliveries import deliver_event, share
@@ -22,20 +21,19 @@ MENTION = "<@UBOT>"
 CSV = b"city,sales\nLima,3\nQuito,4\n"
 
 
-async def _requests(bot: Bot) -> list[sa.Row]:
-    async with bot.services.store._engine.connect() as connection:
-        return list(await connection.execute(run_requests.select()))
+async def _requests(bot: Bot) -> list[SimpleNamespace]:
+    async with bot.services.store.database.connection() as connection:
+        rows = await connection.fetch("SELECT * FROM run_requests")
+    return [SimpleNamespace(**dict(row)) for row in rows]
 
 
 async def _expire_leases(bot: Bot) -> None:
     """Every pending request's lease ran out a moment ago (its replica died), and so did the
     poll-cycle lease, so any replica's next poll cycle runs."""
-    async with bot.services.store._engine.begin() as connection:
-        await connection.execute(leases.update().values(expires_at=time.time() - 1))
+    async with bot.services.store.database.transaction() as connection:
+        await connection.execute("UPDATE leases SET expires_at = $1", time.time() - 1)
         await connection.execute(
-            run_requests.update()
-            .where(run_requests.c.state == "pending")
-            .values(claim_until=time.time() - 1)
+            "UPDATE run_requests SET claim_until = $1 WHERE state = 'pending'", time.time() - 1
         )
 
 
@@ -138,7 +136,7 @@ async def test_when_the_database_cannot_record_a_command_the_ack_says_so_and_not
     await bot.wait_idle()
 
     async def database_down(requests: Any) -> set[str]:
-        raise sa.exc.OperationalError("INSERT", {}, ConnectionRefusedError("database down"))
+        raise ConnectionRefusedError("database down")
 
     monkeypatch.setattr(bot.services.store, "add_requests", database_down)
     response = await bot.command("run csv-summary rows=3")
@@ -187,11 +185,11 @@ async def test_a_request_that_keeps_failing_is_given_up_and_its_author_told(bot:
         channel_id="C1",
     )
     assert claim is not None
-    async with bot.services.store._engine.begin() as connection:
+    async with bot.services.store.database.transaction() as connection:
         await connection.execute(
-            run_requests.update().values(attempts=3, claim_until=time.time() - 1)
+            "UPDATE run_requests SET attempts = 3, claim_until = $1", time.time() - 1
         )
-        await connection.execute(leases.update().values(expires_at=time.time() - 1))
+        await connection.execute("UPDATE leases SET expires_at = $1", time.time() - 1)
 
     await bot.services.runs.poll_once()
     await bot.wait_idle()
@@ -257,9 +255,9 @@ async def test_an_upload_interrupted_by_a_dying_replica_starts_again_from_its_re
     lost_run = await first.services.store.get_run(lost)
     assert lost_run is not None and lost_run.state.value == "uploading"
     # Long after, another replica's poll cycles: the first drops the run, the next starts it.
-    async with first.services.store._engine.begin() as connection:
+    async with first.services.store.database.transaction() as connection:
         await connection.execute(
-            runs.update().where(runs.c.name == lost).values(created_at=time.time() - 3600)
+            "UPDATE runs SET created_at = $1 WHERE name = $2", time.time() - 3600, lost
         )
     await _expire_leases(first)
     await second.services.runs.poll_once()

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.database import DatabaseUrl, SqliteDatabase, redact_url
 from bot.models import Phase, Run, RunState
-from bot.store import Store, StoredRequest, async_database_url
+from bot.store import Store, StoredRequest
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,13 +44,24 @@ def a_run(name: str, minutes_ago: int = 0) -> Run:
     )
 
 
-async def test_database_urls_map_to_async_drivers() -> None:
-    assert async_database_url("sqlite:///state.db") == "sqlite+aiosqlite:///state.db"
-    assert async_database_url("sqlite:////abs/state.db") == "sqlite+aiosqlite:////abs/state.db"
-    assert (
-        async_database_url("postgresql://u:p@db:5432/chatops")
-        == "postgresql+asyncpg://u:p@db:5432/chatops"
-    )
+def test_database_urls_name_a_sqlite_file_or_a_postgresql_server() -> None:
+    assert DatabaseUrl.parse("sqlite:///state.db").path == "state.db"
+    assert DatabaseUrl.parse("sqlite+aiosqlite:////abs/state.db").path == "/abs/state.db"
+    assert DatabaseUrl.parse("sqlite://").in_memory
+    assert DatabaseUrl.parse("sqlite:///:memory:").in_memory
+    url = DatabaseUrl.parse("postgresql+asyncpg://u:p%40ss@db:5432/chatops?sslmode=require")
+    assert (url.backend, url.password) == ("postgresql", "p@ss")
+    assert url.dsn == "postgresql://u:p%40ss@db:5432/chatops?sslmode=require"
+    assert DatabaseUrl.parse("postgres://db/chatops").backend == "postgresql"
+    with pytest.raises(ValueError, match="unsupported database 'mysql'"):
+        DatabaseUrl.parse("mysql://db/chatops")
+
+
+def test_database_urls_are_shown_without_their_password() -> None:
+    shown = redact_url("postgresql://chatops:s3cret@db:5432/chatops")
+    assert shown == "postgresql://chatops:***@db:5432/chatops"
+    assert redact_url("sqlite:///state.db") == "sqlite:///state.db"
+    assert redact_url("postgresql://chatops@db/chatops") == "postgresql://chatops@db/chatops"
 
 
 async def test_migrate_twice_is_harmless(store: Store) -> None:
@@ -136,8 +148,9 @@ async def test_sqlite_request_batches_are_written_on_the_loop_unless_the_file_is
     await store.migrate()
     try:
         assert await store.add_requests([a_request("r1"), a_request("r2")]) == {"r1", "r2"}
-        writer = store._request_writer
-        assert writer is not None and writer.waited == 0  # no lock held: written in place
+        database = store.database
+        assert isinstance(database, SqliteDatabase)
+        assert database.writes_waited == 0  # no lock held: written in place
 
         # Another connection holds the write lock: the batch must neither fail nor stall the
         # event loop; it waits on its own thread and lands once the lock is free.
@@ -152,6 +165,6 @@ async def test_sqlite_request_batches_are_written_on_the_loop_unless_the_file_is
         locker.execute("COMMIT")
         locker.close()
         assert await asyncio.wait_for(batch, 10) == {"r3"}  # r1 was recorded before
-        assert writer.waited == 1
+        assert database.writes_waited == 1
     finally:
         await store.close()
