@@ -18,12 +18,12 @@ The stored object's size and SHA-256 are checked against what was generated.
 On the 2-CPU development VM (1 GiB, 5 MiB parts), for reference:
 
                                         seconds    MiB/s  idle RSS MB  peak RSS MB
-    service: Slack → S3 → Workflow         15.5     66.0        100.0        115.4
-    floor: plain aiobotocore upload        16.4     62.5         44.7         77.2
+    service: Slack → S3 → Workflow         23.3     43.9         80.2         95.9
+    floor: plain aiobotocore upload        18.9     54.1         44.8         77.2
 
 The relay adds ~15 MB to the service whatever the file size (the same at 64 MiB, 256 MiB and
-1 GiB); the service's idle RSS is its libraries (aiohttp, SQLAlchemy, botocore, Bolt,
-pydantic: BENCHMARKS.md, round 5).
+1 GiB); the service's idle RSS is its libraries (aiohttp, botocore, Bolt, pydantic:
+BENCHMARKS.md, rounds 5 and 6).
 """
 
 from __future__ import annotations

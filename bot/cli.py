@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _freeze_startup_heap(_app: web.Application) -> None:
-    """Leave what start-up built (modules, clients, the ORM's tables) out of every later
+    """Leave what start-up built (modules, clients, settings) out of every later
     garbage collection: with it, each collection under load scanned the whole heap, about a
     third of the CPU of a burst of acks (BENCHMARKS.md, round 3)."""
     gc.collect()

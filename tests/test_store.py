@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.database import DatabaseUrl, SqliteDatabase, redact_url
+from bot.database import DatabaseUrl, SqliteDatabase, redact_url, sqlite_statement
 from bot.models import Phase, Run, RunState
 from bot.store import Store, StoredRequest
 
@@ -168,3 +168,14 @@ async def test_sqlite_request_batches_are_written_on_the_loop_unless_the_file_is
         assert database.writes_waited == 1
     finally:
         await store.close()
+
+
+def test_sqlite_takes_each_numbered_parameter_as_a_question_mark_with_its_argument() -> None:
+    in_order = sqlite_statement("UPDATE runs SET state = $1 WHERE name = $2")
+    assert in_order.text == "UPDATE runs SET state = ? WHERE name = ?"
+    assert in_order.arguments(("done", "r-1")) == ("done", "r-1")
+    reused = sqlite_statement("UPDATE leases SET owner = $1 WHERE name = $2 AND (owner = $1)")
+    assert reused.text == "UPDATE leases SET owner = ? WHERE name = ? AND (owner = ?)"
+    assert reused.arguments(("me", "poll")) == ("me", "poll", "me")
+    shuffled = sqlite_statement("SELECT $2, $10, $1")
+    assert shuffled.arguments(tuple(range(1, 11))) == (2, 10, 1)
