@@ -7,6 +7,7 @@ service it measures.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -182,7 +183,13 @@ def command_request(text: str, response_url: str, channel: str = "CBENCH") -> tu
 async def timed_posts(
     url: str, requests: list[tuple[bytes, dict]], concurrency: int
 ) -> tuple[list[float], list[int]]:
-    """Send every request with at most `concurrency` in flight; per-request latency in ms."""
+    """Send every request with at most `concurrency` in flight; per-request latency in ms.
+
+    The driver's own garbage collection is kept out of the timed window: a full collection
+    of this process landing in a burst delayed its first requests by ~30 ms, and whether
+    one lands depends on this process's heap (which modules it happens to import), not on
+    the service measured (BENCHMARKS.md, round 6).
+    """
     latencies: list[float] = []
     statuses: list[int] = []
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -195,7 +202,12 @@ async def timed_posts(
                 statuses.append(response.status)
             latencies.append((time.perf_counter() - started) * 1000)
 
-        await asyncio.gather(*(one(body, headers) for body, headers in requests))
+        gc.collect()
+        gc.disable()
+        try:
+            await asyncio.gather(*(one(body, headers) for body, headers in requests))
+        finally:
+            gc.enable()
     return latencies, statuses
 
 
