@@ -157,15 +157,26 @@ def _pragmas(*, wait_seconds: float) -> tuple[str, ...]:
     )
 
 
-class _SqliteConnection:
+class _ListenedConnection:
+    """A driver's connection, and who hears each statement sent through it."""
+
     def __init__(self, connection: Any, listeners: list[StatementListener]) -> None:
         self._connection = connection
         self._listeners = listeners
 
+    def _heard(self, sql: str) -> str:
+        return _heard(self._listeners, sql)
+
+
+def _heard(listeners: list[StatementListener], sql: str) -> str:
+    for listener in listeners:
+        listener(sql)
+    return sql
+
+
+class _SqliteConnection(_ListenedConnection):
     def _statement(self, sql: str) -> SqliteStatement:
-        for listener in self._listeners:
-            listener(sql)
-        return sqlite_statement(sql)
+        return sqlite_statement(self._heard(sql))
 
     async def execute(self, sql: str, *args: Any) -> int:
         statement = self._statement(sql)
@@ -249,11 +260,9 @@ class SqliteDatabase:
         if self.in_memory:  # one connection holds the whole database
             async with self.transaction() as connection:
                 return await connection.fetch(sql, *args)
-        for listener in self.statement_listeners:
-            listener(sql)
         if self._request_writer is None:
             self._request_writer = _SqliteRequestWriter(self.path)
-        statement = sqlite_statement(sql)
+        statement = sqlite_statement(_heard(self.statement_listeners, sql))
         return await self._request_writer.write(statement.text, statement.arguments(args))
 
     @property
@@ -344,16 +353,7 @@ def _is_locked(error: sqlite3.OperationalError) -> bool:
 # -- PostgreSQL ----------------------------------------------------------------------------
 
 
-class _PostgresConnection:
-    def __init__(self, connection: Any, listeners: list[StatementListener]) -> None:
-        self._connection = connection
-        self._listeners = listeners
-
-    def _heard(self, sql: str) -> str:
-        for listener in self._listeners:
-            listener(sql)
-        return sql
-
+class _PostgresConnection(_ListenedConnection):
     async def execute(self, sql: str, *args: Any) -> int:
         status = await self._connection.execute(self._heard(sql), *args)
         # "UPDATE 3", "INSERT 0 1", "DELETE 0": the count is the last word.
