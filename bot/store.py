@@ -118,11 +118,15 @@ TABLES: dict[str, str] = {
 }
 _ID_TYPE = {"sqlite": "INTEGER", "postgresql": "BIGSERIAL"}  # INTEGER: SQLite's rowid
 
+# Indexes created with their table.
 INDEXES: dict[str, str] = {
     "runs_unannounced": "runs (state, created_at)",
     "run_requests_pending": "run_requests (state, claim_until)",
     "audit_log_by_target": "audit_log (target, id)",
-    # Rate limits count a person's or a channel's runs of the last hour: one range each.
+}
+# Rate limits count a person's or a channel's runs of the last hour: one range each. Added
+# to the existing `runs` table by schema step 5.
+RATE_LIMIT_INDEXES: dict[str, str] = {
     "runs_by_user": "runs (user_id, created_at)",
     "runs_by_channel": "runs (channel_id, created_at)",
 }
@@ -143,12 +147,17 @@ _COLUMNS = {
 
 
 async def _create(connection: Connection, dialect: str, *tables: str) -> None:
-    """Tables, and the indexes on them, that do not exist yet."""
+    """Tables, and the indexes created with them, that do not exist yet."""
     for table in tables:
         await connection.execute(TABLES[table].format(id=_ID_TYPE[dialect]))
-        for index, on in INDEXES.items():
-            if on.startswith(f"{table} ") and index not in ("runs_by_user", "runs_by_channel"):
-                await connection.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {on}")
+        await _create_indexes(
+            connection, {index: on for index, on in INDEXES.items() if on.startswith(f"{table} ")}
+        )
+
+
+async def _create_indexes(connection: Connection, indexes: dict[str, str]) -> None:
+    for index, on in indexes.items():
+        await connection.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {on}")
 
 
 async def _create_initial_tables(connection: Connection, dialect: str) -> None:
@@ -177,15 +186,13 @@ async def _add_run_requests(connection: Connection, dialect: str) -> None:
 async def _add_audit_log(connection: Connection, dialect: str) -> None:
     """The audit trail, and the `runs` indexes that rate limits count with."""
     await _create(connection, dialect, "audit_log")
-    for index in ("runs_by_user", "runs_by_channel"):
-        await connection.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {INDEXES[index]}")
+    await _create_indexes(connection, RATE_LIMIT_INDEXES)
 
 
 async def _create_the_rest(connection: Connection, dialect: str) -> None:
     """Tables only ever created whole (no step adds them): created when missing."""
     await _create(connection, dialect, *TABLES)
-    for index, on in INDEXES.items():
-        await connection.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {on}")
+    await _create_indexes(connection, RATE_LIMIT_INDEXES)
 
 
 # Numbered schema changes, applied in order at start-up; never edit a released step, add one.
