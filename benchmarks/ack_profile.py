@@ -184,7 +184,7 @@ def median_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_rows(rows: list[tuple[str, dict[str, Any]]]) -> None:
     print(
-        f"{'what':36}{'p50 ms':>8}{'p99 ms':>8}{'x floor':>8}{'burst s':>8}{'CPU s':>7}"
+        f"{'what':36}{'p50 ms':>8}{'p99 ms':>8}{'x floor':>8}{'burst s':>8}{'CPU ms':>7}"
         f"{'others':>7}{'drops':>6}  Slack calls in burst"
     )
     floor = rows[-1][1]
@@ -193,8 +193,8 @@ def print_rows(rows: list[tuple[str, dict[str, Any]]]) -> None:
             f"{label:36}{figures['p50_ms']:8.0f}{figures['p99_ms']:8.0f}"
             f"{figures['p99_ms'] / floor['p99_ms']:8.2f}"
             f"{figures.get('burst_s', float('nan')):8.2f}"
-            f"{figures.get('service_cpu_s', float('nan')):7.2f}"
-            f"{figures.get('stand_ins_cpu_s', float('nan')):7.2f}"
+            f"{figures.get('service_cpu_s', float('nan')) * 1000:7.0f}"
+            f"{figures.get('stand_ins_cpu_s', float('nan')) * 1000:7.0f}"
             f"{figures.get('listen_drops', 0):6}  {figures.get('slack_calls_in_burst', '')}"
         )
 

@@ -129,6 +129,53 @@ def journal_timing() -> None:
 
 
 @variant
+def ack_only() -> None:
+    """Measurement only: the command listener only acks, as the floor's does."""
+    from handlers.commands import CommandHandler
+
+    async def on_command(self: CommandHandler, ack: Any, command: Any) -> None:
+        await ack(text="ok", response_type="ephemeral")
+
+    CommandHandler.on_command = on_command  # type: ignore[method-assign]
+
+
+@variant
+def floor_endpoint() -> None:
+    """Measurement only: /slack/events as the floor's: no gate, no traffic count; Bolt
+    verifies the signature itself."""
+    from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+    from slack_bolt.middleware.request_verification.async_request_verification import (
+        AsyncRequestVerification,
+    )
+
+    from bot import app as app_module
+
+    async def slack_events(request: Any) -> Any:
+        services = request.app[app_module.SERVICES]
+        bolt_request = await to_bolt_request(request)
+        return await to_aiohttp_response(await services.bolt.async_dispatch(bolt_request))
+
+    app_module.slack_events = slack_events
+    del AsyncRequestVerification
+
+
+@variant
+def no_start() -> None:
+    """Measurement only: commands are acked but their runs never started (no task)."""
+    from bot.tasks import BackgroundTasks
+
+    spawn = BackgroundTasks.spawn
+
+    def spawn_but_starts(self: BackgroundTasks, coroutine: Any, *, name: str) -> Any:
+        if name.startswith("start:"):
+            coroutine.close()
+            return None
+        return spawn(self, coroutine, name=name)
+
+    BackgroundTasks.spawn = spawn_but_starts  # type: ignore[method-assign]
+
+
+@variant
 def no_gc() -> None:
     """Measurement only: no garbage collection after start-up (what collections cost a burst)."""
     import gc

@@ -254,10 +254,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _start_draining(app: web.Application) -> None:
-    """SIGTERM: report not-ready and take no new background work; cleanup drains the rest."""
+    """SIGTERM: report not-ready and take no new background work; cleanup drains the rest
+    (work acknowledged requests left for a quiet moment starts now, to be drained too)."""
     services = app.get(SERVICES)
     if services is not None:
         services.draining = True
+        services.slack_traffic.release()
         services.tasks.stop_accepting()
 
 

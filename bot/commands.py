@@ -86,6 +86,8 @@ Command = RunCommand | HelpCommand | LifecycleCommand
 
 
 def unescape_slack(text: str) -> str:
+    if "<" not in text and "&" not in text:  # most commands: nothing to undo
+        return text
     text = _SLACK_LINK.sub(r"\1", text)
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
@@ -114,7 +116,9 @@ def split_words(text: str) -> list[str]:
 
 
 def _split(text: str) -> list[str]:
-    cleaned = unescape_slack(text.translate(_SMART_QUOTES)).strip()
+    if not text.isascii():  # smart quotes are not: ASCII text skips the translation
+        text = text.translate(_SMART_QUOTES)
+    cleaned = unescape_slack(text).strip()
     try:
         return split_words(cleaned)
     except ValueError as error:

@@ -10,9 +10,10 @@ the database, which keeps the service's memory and per-statement cost small
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ Row = Any
 StatementListener = Callable[[str], None]
 
 _NUMBERED = re.compile(r"\$(\d+)")
+_ROWS_PER_INSERT = 1000  # PostgreSQL takes at most 32,767 parameters a statement
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,13 @@ class Database(Protocol):
         """`async with database.transaction() as connection`: committed at the end, or
         rolled back if the block raises."""
 
-    async def write_now(self, sql: str, *args: Any) -> list[Row]:
-        """One statement in a transaction of its own, answered as soon as possible: what the
-        requests written before a Slack ack need (see `SqliteDatabase.write_now`)."""
+    async def insert_now(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> set[str]:
+        """Insert each row whose key (its first column, the table's text primary key) is not
+        in the table yet, in a transaction of its own, answered as soon as possible: what the
+        requests written before a Slack ack need (see `SqliteDatabase.insert_now`). Returns
+        the keys it inserted; the others were there already."""
 
     async def close(self) -> None: ...
 
@@ -122,6 +128,20 @@ def in_list(dialect: str, column: str, first: int, values: Sequence[Any]) -> tup
         return f"{column} = ANY(${first}::text[])", [list(values)]
     marks = ", ".join(f"${number}" for number in range(first, first + len(values)))
     return f"{column} IN ({marks})", list(values)
+
+
+def insert_statement(table: str, columns: Sequence[str], marks: str) -> str:
+    """`INSERT … VALUES marks` that skips a row whose key (the first column) is taken."""
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks}"
+        f" ON CONFLICT ({columns[0]}) DO NOTHING"
+    )
+
+
+def known_keys_statement(table: str, key: str) -> str:
+    """Which of the keys in `$1`, a JSON array, the table holds (SQLite, which has no array
+    parameters): one statement text whatever their number."""
+    return f"SELECT {key} FROM {table} WHERE {key} IN (SELECT value FROM json_each($1))"
 
 
 # -- SQLite --------------------------------------------------------------------------------
@@ -255,19 +275,33 @@ class SqliteDatabase:
                 raise
             await connection.commit()
 
-    async def write_now(self, sql: str, *args: Any) -> list[Row]:
-        """Written without waiting for a busy event loop (see `_SqliteRequestWriter`)."""
+    async def insert_now(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> set[str]:
+        """Written without waiting for a busy event loop (see `_SqliteRequestWriter`).
+
+        The keys already there are read first, in the same `BEGIN IMMEDIATE` transaction
+        (no other writer can add one in between), then every row goes through one prepared
+        single-row INSERT (`executemany`). A multi-row INSERT is a new statement text for
+        each batch size, which SQLite parses anew: 6.5 ms for 267 requests, against 1 ms.
+        """
+        known = known_keys_statement(table, columns[0])
+        insert = insert_statement(table, columns, "(" + ", ".join("?" * len(columns)) + ")")
+        keys = [row[0] for row in rows]
         if self.in_memory:  # one connection holds the whole database
             async with self.transaction() as connection:
-                return await connection.fetch(sql, *args)
+                taken = {row[0] for row in await connection.fetch(known, json.dumps(keys))}
+                await connection.executemany(insert, rows)
+            return set(keys) - taken
         if self._request_writer is None:
             self._request_writer = _SqliteRequestWriter(self.path)
-        statement = sqlite_statement(_heard(self.statement_listeners, sql))
-        return await self._request_writer.write(statement.text, statement.arguments(args))
+        known = sqlite_statement(_heard(self.statement_listeners, known)).text
+        _heard(self.statement_listeners, insert)
+        return set(keys) - await self._request_writer.insert(known, json.dumps(keys), insert, rows)
 
     @property
     def writes_waited(self) -> int:
-        """`write_now` batches that found the write lock taken and went to their thread."""
+        """`insert_now` batches that found the write lock taken and went to their thread."""
         return 0 if self._request_writer is None else self._request_writer.waited
 
     async def close(self) -> None:
@@ -277,6 +311,14 @@ class SqliteDatabase:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             await connection.close()
+
+
+@dataclass(frozen=True)
+class _Insert:
+    known: str
+    keys: str
+    insert: str
+    rows: Sequence[Sequence[Any]]
 
 
 class _SqliteRequestWriter:
@@ -309,30 +351,36 @@ class _SqliteRequestWriter:
         return connection
 
     @staticmethod
-    def _write(connection: sqlite3.Connection, sql: str, args: Iterable[Any]) -> list[Row]:
+    def _insert(connection: sqlite3.Connection, write: _Insert) -> set[str]:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            rows = connection.execute(sql, tuple(args)).fetchall()
+            taken = {row[0] for row in connection.execute(write.known, (write.keys,))}
+            connection.executemany(write.insert, write.rows)
         except BaseException:
             connection.rollback()
             raise
         connection.commit()
-        return rows
+        return taken
 
-    def _write_waiting(self, sql: str, args: Iterable[Any]) -> list[Row]:
+    def _insert_waiting(self, write: _Insert) -> set[str]:
         if self._waiting is None:
             self._waiting = self._open(self._path, wait_seconds=30)
-        return self._write(self._waiting, sql, args)
+        return self._insert(self._waiting, write)
 
-    async def write(self, sql: str, args: Sequence[Any]) -> list[Row]:
+    async def insert(
+        self, known: str, keys: str, insert: str, rows: Sequence[Sequence[Any]]
+    ) -> set[str]:
+        """Run `known` (on the JSON array `keys`), then `insert` for each row; the keys
+        `known` found."""
+        write = _Insert(known, keys, insert, rows)
         try:
-            return self._write(self._inline, sql, args)
+            return self._insert(self._inline, write)
         except sqlite3.OperationalError as error:
             if not _is_locked(error):
                 raise
         self.waited += 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._write_waiting, sql, args)
+        return await loop.run_in_executor(self._thread, self._insert_waiting, write)
 
     def _close_waiting(self) -> None:
         if self._waiting is not None:
@@ -415,9 +463,26 @@ class PostgresDatabase:
         async with self._acquire() as connection, connection.transaction():
             yield _PostgresConnection(connection, self.statement_listeners)
 
-    async def write_now(self, sql: str, *args: Any) -> list[Row]:
+    async def insert_now(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> set[str]:
+        """One multi-row INSERT … RETURNING per 1,000 rows: exact whatever other replicas
+        insert meanwhile."""
+        inserted: set[str] = set()
+        width = len(columns)
         async with self.transaction() as connection:
-            return await connection.fetch(sql, *args)
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                marks = ", ".join(
+                    "(" + ", ".join(f"${row * width + column + 1}" for column in range(width)) + ")"
+                    for row in range(len(chunk))
+                )
+                returned = await connection.fetch(
+                    insert_statement(table, columns, marks) + f" RETURNING {columns[0]}",
+                    *(value for row in chunk for value in row),
+                )
+                inserted.update(row[0] for row in returned)
+        return inserted
 
     async def close(self) -> None:
         if self._pool is not None:

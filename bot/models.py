@@ -6,7 +6,9 @@ Raw Slack and Argo payloads are translated into these types at the edges.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,6 +105,33 @@ class RunRequest(BaseModel):
     template: str
     parameters: dict[str, str] = Field(default_factory=dict)
     origin: SlackOrigin
+
+    @staticmethod
+    def payload(
+        template: str,
+        parameters: Mapping[str, str],
+        *,
+        user_id: str,
+        channel_id: str,
+        team_id: str | None,
+        response_url: str | None,
+    ) -> dict[str, Any]:
+        """What `RunRequest(...).model_dump(mode="json")` would give, built without pydantic.
+
+        For the request written down before a slash command's ack; the model is made from it
+        (`model_validate`) after the ack. Building and dumping the two models cost a burst of
+        500 commands 6 to 8 ms of the event loop before their acks (BENCHMARKS.md, round 7).
+        """
+        return {
+            "template": template,
+            "parameters": dict(parameters),
+            "origin": {
+                "user_id": user_id,
+                "channel_id": channel_id,
+                "team_id": team_id,
+                "response_url": response_url,
+            },
+        }
 
 
 class RunInput(BaseModel):

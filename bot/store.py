@@ -18,7 +18,6 @@ from bot.database import Connection, Database, Row, in_list, open_database
 from bot.models import AuditEntry, Phase, Run, RunInput, RunState
 
 _IN_CLAUSE_CHUNK = 500
-_REQUEST_ROWS_PER_INSERT = 1000  # 10 parameters a row: well under both backends' limits
 
 # -- schema ----------------------------------------------------------------------------------
 
@@ -224,7 +223,16 @@ _ANNOUNCE = (
     " claim_owner = NULL, claim_until = NULL WHERE name = $5 AND claim_owner = $6"
 )
 _REQUEST_COLUMNS = (
-    "id, kind, payload, user_id, channel_id, state, attempts, claim_owner, claim_until, created_at"
+    "id",
+    "kind",
+    "payload",
+    "user_id",
+    "channel_id",
+    "state",
+    "attempts",
+    "claim_owner",
+    "claim_until",
+    "created_at",
 )
 
 
@@ -838,19 +846,15 @@ class Store:
     async def add_requests(self, requests: list[StoredRequest]) -> set[str]:
         """Record requests; returns the ids that were new (not redeliveries).
 
-        Up to 1,000 requests go in one multi-row INSERT, written with `write_now`: on SQLite
-        right from the event loop, not after a burst's callbacks (BENCHMARKS.md, round 3).
+        Written with `insert_now`: on SQLite right from the event loop, not after a burst's
+        callbacks (BENCHMARKS.md, round 3).
         """
         now = _now()
-        new: set[str] = set()
-        for start in range(0, len(requests), _REQUEST_ROWS_PER_INSERT):
-            chunk = requests[start : start + _REQUEST_ROWS_PER_INSERT]
-            args: list[Any] = []
-            values = []
-            for request in chunk:
-                first = len(args) + 1
-                values.append("(" + ", ".join(f"${n}" for n in range(first, first + 10)) + ")")
-                args += (
+        return await self.database.insert_now(
+            "run_requests",
+            _REQUEST_COLUMNS,
+            [
+                (
                     request.id,
                     request.kind,
                     json.dumps(request.payload, sort_keys=True),
@@ -862,13 +866,9 @@ class Store:
                     now + request.lease_seconds,
                     now,
                 )
-            rows = await self.database.write_now(
-                f"INSERT INTO run_requests ({_REQUEST_COLUMNS}) VALUES {', '.join(values)}"
-                " ON CONFLICT (id) DO NOTHING RETURNING id",
-                *args,
-            )
-            new.update(row["id"] for row in rows)
-        return new
+                for request in requests
+            ],
+        )
 
     async def finish_request(self, request: RequestClaim, state: str = "done") -> None:
         """A request that ended without a run (refused, answered, handed to a form)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class QuietGate:
         self._quiet.set()
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._deferred: list[Callable[[], object]] = []
 
     def enter(self) -> None:
         self._in_flight += 1
@@ -104,9 +105,34 @@ class QuietGate:
         """
         if self._quiet.is_set():
             return
+        self._arm_deadline(limit)
+        await self._quiet.wait()
+
+    def call_when_quiet(self, callback: Callable[[], object], limit: float = 1.0) -> None:
+        """Call `callback` when `wait` would return: now if no Slack request is in flight.
+
+        For work a Slack request starts: created only then, it costs the burst's acks
+        nothing. Waiting in a task of its own, each of a burst's 500 commands cost the event
+        loop ~9 ms before the last ack (BENCHMARKS.md, round 7).
+        """
+        if self._quiet.is_set():
+            callback()
+            return
+        self._arm_deadline(limit)
+        self._deferred.append(callback)
+
+    async def drained(self) -> None:
+        """Until no work waits here any more: all of it has been called (tests)."""
+        while self._deferred:
+            await self._quiet.wait()
+
+    def release(self) -> None:
+        """Let everything waiting go now (shutdown: start what waits while it can finish)."""
+        self._open()
+
+    def _arm_deadline(self, limit: float) -> None:
         if self._deadline is None:
             self._deadline = asyncio.get_running_loop().call_later(limit, self._open)
-        await self._quiet.wait()
 
     def _open(self) -> None:
         """A quiet moment, or the shared deadline (requests may still be in flight): let every
@@ -116,3 +142,9 @@ class QuietGate:
                 timer.cancel()
         self._timer = self._deadline = None
         self._quiet.set()
+        deferred, self._deferred = self._deferred, []
+        for callback in deferred:
+            try:
+                callback()
+            except Exception:  # one failing start must not keep the others waiting
+                logger.exception("work deferred to a quiet moment failed to start")

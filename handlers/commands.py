@@ -13,7 +13,7 @@ from bot.inputs import RunInputs
 from bot.journal import NOT_RECORDED, RequestJournal
 from bot.messages import code, command_error
 from bot.metrics import Metrics
-from bot.models import RunAction, RunRequest, SlackOrigin
+from bot.models import RunAction, RunRequest
 from bot.runs import RunService, TryLater, UserError
 from bot.slack import SlackError, SlackMessenger
 from bot.slack_files import SlackFile
@@ -130,20 +130,19 @@ class CommandHandler:
                 self._metrics.command(_verb(command.get("text", "")), "accepted")
                 await self._lifecycle.handle(ack, parsed, command)
             return
-        origin = SlackOrigin(
-            user_id=command["user_id"],
-            channel_id=command["channel_id"],
+        user_id, channel_id = command["user_id"], command["channel_id"]
+        payload = RunRequest.payload(
+            parsed.template,
+            parsed.parameters,
+            user_id=user_id,
+            channel_id=channel_id,
             team_id=command.get("team_id"),
             response_url=command.get("response_url"),
         )
-        request = RunRequest(template=parsed.template, parameters=parsed.parameters, origin=origin)
         try:
             # Written down before Slack hears "got it": a crash after the ack loses nothing.
             claim = await self._journal.record(
-                COMMAND_REQUEST,
-                request.model_dump(mode="json"),
-                user_id=origin.user_id,
-                channel_id=origin.channel_id,
+                COMMAND_REQUEST, payload, user_id=user_id, channel_id=channel_id
             )
         except Exception:
             logger.exception("could not record a request to run %s", parsed.template)
@@ -154,14 +153,29 @@ class CommandHandler:
             text=f":hourglass_flowing_sand: Starting {code(parsed.template)}…",
             response_type="ephemeral",
         )
-        self._tasks.spawn(
-            self._start(request, trigger_id=command.get("trigger_id"), claim=claim),
-            name=f"start:{parsed.template}",
+        trigger_id = command.get("trigger_id")
+        # Started once the burst this command may be part of is acknowledged (`_start` waits
+        # for that anyway): a task now would only wait, at the acks' expense.
+        self._slack_traffic.call_when_quiet(
+            lambda: self._tasks.spawn(
+                self._start_recorded(payload, trigger_id=trigger_id, claim=claim),
+                name=f"start:{parsed.template}",
+            )
         )
 
     async def resume(self, stored: StoredRequest) -> None:
         """A recorded command whose replica died before it became a run: start it now."""
-        await self._start(RunRequest.model_validate(stored.payload), claim=stored)
+        await self._start_recorded(stored.payload, claim=stored)
+
+    async def _start_recorded(
+        self,
+        payload: dict[str, Any],
+        *,
+        trigger_id: str | None = None,
+        claim: RequestClaim | None = None,
+    ) -> None:
+        """The run of a recorded command, its request validated only now (after the ack)."""
+        await self._start(RunRequest.model_validate(payload), trigger_id=trigger_id, claim=claim)
 
     async def start_with_inputs(self, request: RunRequest, inputs: RunInputs) -> bool:
         """A run whose files came with the run form: recorded, then started and answered like

@@ -309,6 +309,7 @@ class Bot:
         """Background work of the bot and the emulator has settled (hooks, rechecks)."""
         for _ in range(3):
             await self.argo.wait_idle()
+            await self.services.slack_traffic.drained()  # work left for a quiet moment
             await self.services.tasks.wait_idle()
 
     async def started_runs(self, count: int, timeout: float = 10.0) -> list[str]:  # noqa: ASYNC109

@@ -57,3 +57,52 @@ async def test_an_old_deadline_does_not_cut_a_later_spell_short() -> None:
     assert not second.done()
     gate.leave()
     assert 0.4 <= await second < 0.95  # released by the quiet moment, not its own deadline
+
+
+async def test_work_is_called_at_once_when_quiet_else_in_order_a_moment_after_the_last_request() -> (
+    None
+):
+    gate = QuietGate(quiet_seconds=0.05)
+    called: list[tuple[str, float]] = []
+    started = time.monotonic()
+    gate.call_when_quiet(lambda: called.append(("idle", time.monotonic() - started)))
+    assert [name for name, _ in called] == ["idle"]  # no request in flight: no wait
+
+    gate.enter()
+    for name in ("first", "second", "third"):
+        gate.call_when_quiet(lambda name=name: called.append((name, time.monotonic() - started)))
+    await asyncio.sleep(0.2)
+    assert len(called) == 1  # a request is still in flight
+    gate.leave()
+    await asyncio.sleep(0.02)
+    assert len(called) == 1  # not quiet for long enough yet
+    await asyncio.sleep(0.2)
+    assert [name for name, _ in called] == ["idle", "first", "second", "third"]
+    assert all(0.2 <= seconds < 1 for _, seconds in called[1:]), called
+
+
+async def test_deferred_work_shares_the_deadline_and_one_failure_stops_no_other(caplog) -> None:
+    gate = QuietGate(quiet_seconds=0.05)
+    gate.enter()  # never leaves
+    called: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("could not start")
+
+    gate.call_when_quiet(lambda: called.append("first"), limit=0.3)
+    gate.call_when_quiet(broken, limit=5)
+    gate.call_when_quiet(lambda: called.append("last"), limit=5)
+    await asyncio.sleep(0.2)
+    assert called == []
+    await asyncio.sleep(0.3)  # the first one's deadline: everything waiting goes
+    assert called == ["first", "last"]
+    assert "failed to start" in caplog.text
+
+
+async def test_release_calls_deferred_work_now() -> None:
+    gate = QuietGate(quiet_seconds=0.05)
+    gate.enter()
+    called: list[str] = []
+    gate.call_when_quiet(lambda: called.append("deferred"), limit=5)
+    gate.release()
+    assert called == ["deferred"]

@@ -63,6 +63,26 @@ async def test_a_run_request_is_linked_to_the_run_it_became(bot: Bot) -> None:
     assert row.attempts == 1
 
 
+async def test_a_recorded_command_reads_back_as_exactly_the_run_request_it_asked_for(
+    bot: Bot,
+) -> None:
+    await bot.command('run csv-summary rows=3 title="Q3 numbers"')
+    await bot.started_runs(1)
+    await bot.wait_idle()
+
+    [row] = await _requests(bot)
+    payload = json.loads(row.payload)
+    request = RunRequest.model_validate(payload)
+    # Written without the model (before the ack), it is the model's own dump: a field added
+    # to RunRequest or SlackOrigin and not to RunRequest.payload fails here.
+    assert request.model_dump(mode="json") == payload
+    assert (request.template, request.parameters) == (
+        "csv-summary",
+        {"rows": "3", "title": "Q3 numbers"},
+    )
+    assert request.origin.user_id == "U1" and request.origin.response_url
+
+
 async def test_a_command_acked_by_a_replica_that_died_is_started_by_another(
     bot_factory: Any,
 ) -> None:

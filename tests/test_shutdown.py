@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.conftest import Bot
 from tests.test_exit_hook import announcements, start_runs
 
@@ -36,3 +38,17 @@ async def test_work_in_flight_finishes_during_shutdown(bot_factory) -> None:
     # Stop at once: the follow-up that is already running completes before the clients close.
     await bot.server.close()
     assert len(announcements(bot)) == 1
+
+
+async def test_a_command_acked_just_before_shutdown_still_starts_its_run(bot: Bot) -> None:
+    # A busy spell: the command's start waits for a quiet moment that SIGTERM comes before.
+    bot.services.slack_traffic.enter()
+    response = await bot.command("run csv-summary rows=3")
+    assert response.status == 200 and "Starting" in response.text
+    await asyncio.sleep(0.1)
+    assert bot.argo.created == []
+
+    await bot.server.app.on_shutdown.send(bot.server.app)  # what aiohttp does on SIGTERM
+    await bot.wait_idle()
+    assert len(bot.argo.created) == 1  # started while draining, not left to the request's lease
+    bot.services.slack_traffic.leave()

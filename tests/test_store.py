@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -138,6 +139,31 @@ def a_request(request_id: str) -> StoredRequest:
         user_id="U1",
         channel_id="C1",
     )
+
+
+async def test_request_batches_tell_new_requests_from_redeliveries(store: Store) -> None:
+    assert await store.add_requests([a_request(f"r{n}") for n in range(300)]) == {
+        f"r{n}" for n in range(300)
+    }
+    # Redelivered requests (some twice in one batch) beside new ones: only the new are new,
+    # and a redelivery changes nothing that was recorded.
+    changed = dataclasses.replace(a_request("r7"), payload={"template": "other"})
+    again = [changed, a_request("n1"), a_request("r299"), a_request("n1")]
+    assert await store.add_requests(again) == {"n1"}
+    async with store.database.connection() as connection:
+        rows = await connection.fetch("SELECT id, payload FROM run_requests")
+    assert len(rows) == 301
+    assert {row["id"]: row["payload"] for row in rows}["r7"] == '{"template": "csv-summary"}'
+
+
+async def test_in_memory_sqlite_request_batches_tell_new_from_redeliveries() -> None:
+    store = Store.from_url("sqlite://")
+    await store.migrate()
+    try:
+        assert await store.add_requests([a_request("r1"), a_request("r2")]) == {"r1", "r2"}
+        assert await store.add_requests([a_request("r2"), a_request("r3")]) == {"r3"}
+    finally:
+        await store.close()
 
 
 async def test_sqlite_request_batches_are_written_on_the_loop_unless_the_file_is_locked(
