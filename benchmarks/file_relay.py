@@ -23,7 +23,9 @@ On the 2-CPU development VM (1 GiB, 5 MiB parts), for reference:
 
 The relay adds ~15 MB to the service whatever the file size (the same at 64 MiB, 256 MiB and
 1 GiB); the service's idle RSS is its libraries (aiohttp, botocore, Bolt, pydantic:
-BENCHMARKS.md, rounds 5 and 6).
+BENCHMARKS.md, rounds 5 and 6). About 10 s of either side's time is moto assembling the
+parts (`CompleteMultipartUpload`), and the ratio moves between 0.75x and 1.1x from run to run
+on the same build: `run_all` takes the median of several runs (BENCHMARKS.md, round 7).
 """
 
 from __future__ import annotations

@@ -176,6 +176,64 @@ def no_start() -> None:
 
 
 @variant
+def part_timing() -> None:
+    """Measurement only: append to /tmp/parts.txt when each S3 part's upload started and
+    ended, how long the multipart calls took (create, complete) and when every 200th chunk
+    of the download arrived (`BENCH_VARIANTS=part_timing python -m benchmarks.file_relay`)."""
+    import time
+
+    from bot import uploads
+    from bot.storage import S3Storage
+
+    upload_part = S3Storage._upload_part
+
+    async def timed(self: S3Storage, key: str, upload_id: str, number: int, body: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await upload_part(self, key, upload_id, number, body)
+        finally:
+            with open("/tmp/parts.txt", "a") as out:
+                out.write(f"part {number} {started:.3f} {time.perf_counter():.3f}\n")
+
+    S3Storage._upload_part = timed  # type: ignore[method-assign]
+    download = uploads.InputRelay._download
+
+    async def timed_download(self: Any, file: Any, digest: Any) -> Any:
+        count = 0
+        started = time.perf_counter()
+        async for chunk in download(self, file, digest):
+            count += 1
+            if count % 200 == 0:
+                with open("/tmp/parts.txt", "a") as out:
+                    out.write(f"chunks {count} {time.perf_counter() - started:.3f}\n")
+            yield chunk
+
+    uploads.InputRelay._download = timed_download  # type: ignore[method-assign]
+    open_storage = S3Storage.open
+
+    async def opened(self: S3Storage) -> None:
+        await open_storage(self)
+        client = self._client
+        for name in ("complete_multipart_upload", "create_multipart_upload", "head_object"):
+            method = getattr(client, name)
+
+            def wrapper(method: Any = method, name: str = name) -> Any:
+                async def timed_call(**kwargs: Any) -> Any:
+                    started = time.perf_counter()
+                    try:
+                        return await method(**kwargs)
+                    finally:
+                        with open("/tmp/parts.txt", "a") as out:
+                            out.write(f"{name} {started:.3f} {time.perf_counter():.3f}\n")
+
+                return timed_call
+
+            setattr(client, name, wrapper())
+
+    S3Storage.open = opened  # type: ignore[method-assign]
+
+
+@variant
 def no_gc() -> None:
     """Measurement only: no garbage collection after start-up (what collections cost a burst)."""
     import gc

@@ -59,9 +59,7 @@ async def test_an_old_deadline_does_not_cut_a_later_spell_short() -> None:
     assert 0.4 <= await second < 0.95  # released by the quiet moment, not its own deadline
 
 
-async def test_work_is_called_at_once_when_quiet_else_in_order_a_moment_after_the_last_request() -> (
-    None
-):
+async def test_work_is_called_now_when_quiet_else_in_order_after_the_last_request() -> None:
     gate = QuietGate(quiet_seconds=0.05)
     called: list[tuple[str, float]] = []
     started = time.monotonic()
