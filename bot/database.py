@@ -295,9 +295,13 @@ class SqliteDatabase:
             return set(keys) - taken
         if self._request_writer is None:
             self._request_writer = _SqliteRequestWriter(self.path)
-        known = sqlite_statement(_heard(self.statement_listeners, known)).text
-        _heard(self.statement_listeners, insert)
-        return set(keys) - await self._request_writer.insert(known, json.dumps(keys), insert, rows)
+        taken = await self._request_writer.insert(
+            sqlite_statement(_heard(self.statement_listeners, known)).text,
+            json.dumps(keys),
+            _heard(self.statement_listeners, insert),
+            rows,
+        )
+        return set(keys) - taken
 
     @property
     def writes_waited(self) -> int:
